@@ -1,0 +1,181 @@
+"""Who computes the job: one module per executor, all behind `workers.base`'s small interface.
+
+`EXECUTORS` describes each executor without importing it; `run` checks a plan (executor, IPC, start
+method, kind) and imports only the executor it needs, so the CLI starts fast and Celery is loaded only
+for the Celery executor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tasks import KINDS, Job
+from workers.base import (
+    ChunkError,
+    ChunkResult,
+    ExecutorError,
+    Progress,
+    Report,
+    WorkerLost,
+)
+
+__all__ = [
+    "EXECUTORS",
+    "IPCS",
+    "START_METHODS",
+    "ChunkError",
+    "ChunkResult",
+    "ExecutorError",
+    "Plan",
+    "PlanError",
+    "Progress",
+    "Report",
+    "WorkerLost",
+    "default_start_method",
+    "plan",
+    "run",
+    "variants",
+]
+
+#: The in-host IPC mechanisms of the `processes` executor, each one module in `workers.processes`.
+IPCS = ("queue", "pipe", "pool", "shared", "manager")
+START_METHODS = ("fork", "spawn", "forkserver")
+
+#: Upper bound on --workers: past a few hundred, threads or processes only measure the OS's scheduler.
+WORKERS_MAX = 512
+
+
+class PlanError(ValueError):
+    """The executor/IPC/start-method/kind combination is not valid (the message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSpec:
+    name: str
+    module: str
+    summary: str
+    ipcs: tuple[str, ...] = ()
+    uses_start_method: bool = False
+    #: The job kinds this executor can run; None means all of them.
+    kinds: tuple[str, ...] | None = None
+
+
+EXECUTORS: dict[str, ExecutorSpec] = {
+    spec.name: spec
+    for spec in (
+        ExecutorSpec("serial", "workers.serial", "one loop in the calling thread (the baseline)"),
+        ExecutorSpec("threads", "workers.threads", "Thread subclass workers pulling from a queue.Queue"),
+        ExecutorSpec("thread-pool", "workers.thread_pool", "concurrent.futures.ThreadPoolExecutor"),
+        ExecutorSpec(
+            "processes",
+            "workers.processes",
+            "worker processes talking through one IPC mechanism",
+            ipcs=IPCS,
+            uses_start_method=True,
+        ),
+        ExecutorSpec(
+            "asyncio",
+            "workers.coroutines",
+            "coroutines on one event loop (I/O-bound jobs only)",
+            kinds=tuple(name for name, kind in KINDS.items() if kind.io_bound),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A validated way to run a job: which executor, how many workers, and its IPC/start method."""
+
+    executor: str
+    workers: int
+    ipc: str | None = None
+    start_method: str | None = None
+
+
+def default_start_method() -> str:
+    """The start method multiprocessing uses here when none is set (fork on Linux before 3.14)."""
+    # The first of get_all_start_methods() is the platform default; asking get_start_method() instead
+    # would fix the global context as a side effect.
+    chosen = multiprocessing.get_start_method(allow_none=True)
+    return chosen or multiprocessing.get_all_start_methods()[0]
+
+
+def plan(
+    kind: str,
+    executor: str,
+    workers: int,
+    ipc: str | None = None,
+    start_method: str | None = None,
+) -> Plan:
+    """Validate a combination, filling in defaults (IPC `queue`, the platform's start method)."""
+    spec = EXECUTORS.get(executor)
+    if spec is None:
+        raise PlanError(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise PlanError(f"workers must be an integer >= 1, got {workers!r}")
+    if workers > WORKERS_MAX:
+        raise PlanError(f"workers must be at most {WORKERS_MAX}, got {workers}")
+    if spec.kinds is not None and kind not in spec.kinds:
+        raise PlanError(
+            f"{executor} runs only {', '.join(spec.kinds)} jobs, not {kind}: "
+            f"{KINDS[kind].name} is CPU-bound and would block its event loop"
+            if kind in KINDS
+            else f"unknown kind {kind!r}"
+        )
+    if ipc is not None and not spec.ipcs:
+        raise PlanError(f"--ipc applies to the processes executor only, not {executor}")
+    if ipc is not None and ipc not in spec.ipcs:
+        raise PlanError(f"unknown IPC {ipc!r} (choose from {', '.join(spec.ipcs)})")
+    if start_method is not None and not spec.uses_start_method:
+        raise PlanError(f"--start-method applies to the processes executor only, not {executor}")
+    if start_method is not None and start_method not in START_METHODS:
+        raise PlanError(f"unknown start method {start_method!r} (choose from {', '.join(START_METHODS)})")
+    if spec.ipcs:
+        ipc = ipc or spec.ipcs[0]
+    if spec.uses_start_method:
+        start_method = start_method or default_start_method()
+    return Plan(executor, workers, ipc, start_method)
+
+
+def variants(
+    kind: str,
+    workers: int,
+    *,
+    executors: Sequence[str] | None = None,
+    start_methods: Sequence[str] | None = None,
+) -> list[Plan]:
+    """Every way to run `kind`: each applicable executor, each IPC, each start method asked for
+    (default: the platform's). Serial comes first — it is the baseline for speedups."""
+    chosen = list(executors or EXECUTORS)
+    unknown = [name for name in chosen if name not in EXECUTORS]
+    if unknown:
+        raise PlanError(f"unknown executor {unknown[0]!r} (choose from {', '.join(EXECUTORS)})")
+    if "serial" not in chosen:
+        chosen.insert(0, "serial")
+    methods = list(start_methods or [default_start_method()])
+    plans = []
+    for name in sorted(chosen, key=list(EXECUTORS).index):
+        spec = EXECUTORS[name]
+        if spec.kinds is not None and kind not in spec.kinds:
+            continue
+        for ipc in spec.ipcs or (None,):
+            for method in methods if spec.uses_start_method else (None,):
+                plans.append(plan(kind, name, 1 if name == "serial" else workers, ipc, method))
+    return plans
+
+
+def run(job: Job, plan_: Plan, *, progress: Progress | None = None, **options: Any) -> Report:
+    """Run `job` as `plan_` says and return its report (raises ExecutorError if the run fails)."""
+    module = importlib.import_module(EXECUTORS[plan_.executor].module)
+    extra: dict[str, Any] = dict(options)
+    if plan_.ipc is not None:
+        extra["ipc"] = plan_.ipc
+    if plan_.start_method is not None:
+        extra["start_method"] = plan_.start_method
+    report: Report = module.run(job, workers=plan_.workers, progress=progress, **extra)
+    return report

@@ -1,0 +1,183 @@
+"""The one small interface every executor implements, and the records they all return.
+
+An executor is a module with::
+
+    def run(job: Job, *, workers: int, progress: Progress | None = None, **options) -> Report
+
+It runs every chunk of `job` on up to `workers` workers of its kind and returns a `Report`: the combined
+answer, whether it matches the job's independent check, the wall time, and one `ChunkResult` per chunk
+saying who ran it (host, pid, thread) and when. A chunk that raises ends the run with `ChunkError`,
+which names the chunk's range; the executor stops its workers before raising.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tasks import Chunk, Job, check, combine, run_chunk
+
+
+class ExecutorError(RuntimeError):
+    """A run could not finish: a chunk raised, or a worker died. The message is one readable line."""
+
+
+class ChunkError(ExecutorError):
+    """A chunk raised; the message names the chunk's range and the original error."""
+
+    def __init__(self, chunk_text: str, error: str) -> None:
+        super().__init__(f"{chunk_text} failed: {error}")
+        self.chunk_text = chunk_text
+        self.error = error
+
+
+class WorkerLost(ExecutorError):
+    """A worker process exited before the job was done (killed, crashed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    """One computed chunk: its range and partial result, who computed it and when (epoch seconds)."""
+
+    index: int
+    start: int
+    stop: int
+    value: int
+    host: str
+    pid: int
+    thread: str
+    started: float
+    ended: float
+
+    @property
+    def seconds(self) -> float:
+        return self.ended - self.started
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkFailure:
+    """A chunk that raised, in a form that crosses any process boundary (no exception object)."""
+
+    chunk_text: str
+    error: str
+
+    def to_exception(self) -> ChunkError:
+        return ChunkError(self.chunk_text, self.error)
+
+
+Progress = Callable[[ChunkResult], None]
+"""Called once per finished chunk, in the calling process; may be called from any of its threads."""
+
+
+def execute(chunk: Chunk) -> ChunkResult:
+    """Run one chunk here and record where and when it ran."""
+    started = time.time()
+    value = run_chunk(chunk)
+    return ChunkResult(
+        index=chunk.index,
+        start=chunk.start,
+        stop=chunk.stop,
+        value=value,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        thread=threading.current_thread().name,
+        started=started,
+        ended=time.time(),
+    )
+
+
+def attempt(chunk: Chunk) -> ChunkResult | ChunkFailure:
+    """`execute`, with an exception turned into a picklable `ChunkFailure` naming the chunk's range."""
+    try:
+        return execute(chunk)
+    except Exception as error:  # every failure must reach the parent as data, whatever its type
+        return failure(chunk, error)
+
+
+def failure(chunk: Chunk, error: BaseException) -> ChunkFailure:
+    return ChunkFailure(chunk.describe(), f"{type(error).__name__}: {error}")
+
+
+@dataclass(frozen=True)
+class Report:
+    """The outcome of one run of one job on one executor."""
+
+    job: Job
+    executor: str
+    workers: int
+    value: int
+    expected: int
+    wall_s: float
+    chunks: tuple[ChunkResult, ...]
+    ipc: str | None = None
+    start_method: str | None = None
+    #: Executor-specific facts worth showing (broker URL kind, pool type, ...).
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> bool:
+        return self.value == self.expected
+
+    @property
+    def check_method(self) -> str:
+        return self.job.spec.check_method
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.job.kind,
+            "n": self.job.n,
+            "chunks": self.job.chunks,
+            "executor": self.executor,
+            "ipc": self.ipc,
+            "start_method": self.start_method,
+            "workers": self.workers,
+            "value": self.value,
+            "expected": self.expected,
+            "check_method": self.check_method,
+            "verified": self.verified,
+            "wall_s": self.wall_s,
+            "details": self.details,
+            "chunk_results": [chunk.to_dict() for chunk in self.chunks],
+        }
+
+
+def make_report(
+    job: Job,
+    executor: str,
+    results: Iterable[ChunkResult],
+    wall_s: float,
+    *,
+    workers: int,
+    ipc: str | None = None,
+    start_method: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> Report:
+    """Combine the chunks' results, run the independent check, and assert nothing is missing."""
+    ordered = tuple(sorted(results, key=lambda result: result.index))
+    indexes = [result.index for result in ordered]
+    if indexes != list(range(job.chunks)):
+        missing = sorted(set(range(job.chunks)) - set(indexes))
+        raise ExecutorError(
+            f"{executor}: got results for {len(ordered)} of {job.chunks} chunks, "
+            f"missing {missing[:5]}, duplicates: {len(indexes) != len(set(indexes))}"
+        )
+    return Report(
+        job=job,
+        executor=executor,
+        workers=workers,
+        value=combine(job.kind, [result.value for result in ordered]),
+        expected=check(job),
+        wall_s=wall_s,
+        chunks=ordered,
+        ipc=ipc,
+        start_method=start_method,
+        details=details or {},
+    )

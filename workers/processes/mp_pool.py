@@ -1,0 +1,61 @@
+"""Processes + a process pool: `concurrent.futures.ProcessPoolExecutor` does the queueing.
+
+The pool hides the IPC (it uses a call queue and a result queue internally) and, unlike
+`multiprocessing.Pool`, notices a worker that dies: its futures fail with `BrokenProcessPool` instead of
+waiting forever.
+
+Usage::
+
+    conquer run sum 100_000_000 --on processes --ipc pool
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from tasks import Job, split
+from workers.base import (
+    ChunkFailure,
+    ChunkResult,
+    Progress,
+    Report,
+    WorkerLost,
+    attempt,
+    make_report,
+)
+from workers.processes.supervise import accept, get_context, ignore_sigint, stop
+
+
+def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    context = get_context(start_method)
+    chunks = split(job)
+    count = min(workers, len(chunks))
+    began = time.perf_counter()
+    pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=ignore_sigint)
+    results: list[ChunkResult] = []
+    finished = False
+    try:
+        pending: set[Future[ChunkResult | ChunkFailure]] = {pool.submit(attempt, chunk) for chunk in chunks}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                accept(future.result(), results, progress)
+        finished = True
+    except BrokenProcessPool as error:
+        raise WorkerLost(f"a pool worker died mid-job: {error}") from None
+    finally:
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            _terminate(pool)
+    wall = time.perf_counter() - began
+    return make_report(job, "processes", results, wall, workers=count, ipc="pool", start_method=start_method)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool whose run failed without waiting for its running chunks to finish."""
+    processes = list((pool._processes or {}).values())  # no public way to reach them before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop(processes)
