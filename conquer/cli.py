@@ -1,0 +1,298 @@
+"""The `conquer` command.
+
+Every error reaches the user as one line on stderr with a distinct exit status (see `conquer.exitcodes`),
+never a traceback; set CONQUER_DEBUG=1 to see the traceback of an unexpected error. Only click is
+imported at start-up: each command imports what it needs when it runs, so `conquer --help` is fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+
+from conquer import exitcodes
+from conquer.exitcodes import ExitCode
+from tasks import KINDS
+from workers import EXECUTORS, IPCS, START_METHODS
+
+DEFAULT_CHUNKS = 16
+
+
+class Failure(Exception):
+    """An expected failure: printed as one line, exits with its ExitCode."""
+
+    def __init__(self, message: str, code: ExitCode) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ConquerGroup(click.Group):
+    """Turns every way a command can fail into one line on stderr and a documented exit status."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            status = super().main(*args, **kwargs)
+        except click.UsageError as error:
+            where = f"conquer {error.ctx.command.name}" if error.ctx and error.ctx.parent else "conquer"
+            hint = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            fail(f"{where}: {error.format_message()}{hint}", ExitCode.USAGE)
+        except click.ClickException as error:
+            fail(f"conquer: {error.format_message()}", error.exit_code)
+        except Failure as error:
+            fail(f"conquer: {error}", error.code)
+        except (KeyboardInterrupt, click.Abort):
+            fail("conquer: interrupted", ExitCode.INTERRUPTED)
+        except Exception as error:
+            if os.environ.get("CONQUER_DEBUG"):
+                raise
+            fail(
+                f"conquer: unexpected error: {type(error).__name__}: {error} "
+                "(set CONQUER_DEBUG=1 for the traceback)",
+                ExitCode.JOB_FAILED,
+            )
+        sys.exit(status if isinstance(status, int) else 0)
+
+
+def fail(message: str, code: int) -> None:
+    click.echo(" ".join(message.split()), err=True)
+    sys.exit(code)
+
+
+def count(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """Click callback: a count written as 100000000, 100_000_000 or 1e8."""
+    if value is None:
+        return None
+    from conquer.numbers import parse_count
+
+    try:
+        return parse_count(value)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param=param) from None
+
+
+EPILOG_RUN = """\b
+Examples:
+  conquer run sum 100_000_000 --on processes
+  conquer run sum 1e8 --on processes --ipc shared --start-method spawn -v
+  conquer run primes 2e6 --on processes --ipc pipe --chunks 32
+  conquer run download 100 --chunks 100 --on threads --workers 32
+  conquer run sum 1e6 --fail-at 500000          # a chunk raises: exit 1, its range named
+"""
+
+
+def overview() -> str:
+    jobs = "\n".join(f"  {kind.name:12} {kind.summary}" for kind in KINDS.values())
+    executors = "\n".join(f"  {spec.name:12} {spec.summary}" for spec in EXECUTORS.values())
+    return (
+        "One divide-and-conquer job, run every way Python can run it.\n\n"
+        f"\b\nJobs (KIND):\n{jobs}\n\n\b\nExecutors (--on):\n{executors}"
+    )
+
+
+@click.group(
+    cls=ConquerGroup,
+    help=overview(),
+    epilog="\b\nExit status:\n" + exitcodes.table(),
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="conquer", message="conquer %(version)s")
+def cli() -> None:
+    pass
+
+
+def job_options(function: Any) -> Any:
+    options = [
+        click.option(
+            "--chunks",
+            "-k",
+            callback=count,
+            default=None,
+            help=f"Ranges to cut 1..N into [default: {DEFAULT_CHUNKS}, or N if smaller].",
+        ),
+        click.option(
+            "--workers",
+            "-w",
+            callback=count,
+            default=None,
+            help="Threads/processes/coroutines to run them on [default: the cores here].",
+        ),
+        click.option(
+            "--latency",
+            type=click.FloatRange(0, 10),
+            default=0.1,
+            show_default=True,
+            help="download only: seconds each item waits.",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    function = click.argument("n", callback=count, metavar="N")(function)
+    return click.argument("kind", type=click.Choice(tuple(KINDS)), metavar="KIND")(function)
+
+
+def build_job(kind: str, n: int, chunks: int | None, latency: float, fail_at: int | None = None) -> Any:
+    from tasks import Job, JobError
+
+    try:
+        return Job(
+            kind,
+            n,
+            chunks if chunks is not None else min(DEFAULT_CHUNKS, max(n, 1)),
+            latency=latency,
+            fail_at=fail_at,
+        )
+    except JobError as error:
+        raise click.UsageError(str(error)) from None
+
+
+def default_workers() -> int:
+    from conquer.machine import cores
+
+    return cores()
+
+
+@cli.command(epilog=EPILOG_RUN)
+@job_options
+@click.option(
+    "--on",
+    "executor",
+    default="serial",
+    show_default=True,
+    metavar="EXECUTOR",
+    help="Who runs the chunks (listed in 'conquer --help').",
+)
+@click.option(
+    "--ipc",
+    type=click.Choice(IPCS),
+    default=None,
+    help="processes only: how ranges and results travel [default: queue].",
+)
+@click.option(
+    "--start-method",
+    type=click.Choice(START_METHODS),
+    default=None,
+    help="processes only [default: the platform's].",
+)
+@click.option(
+    "--fail-at",
+    callback=count,
+    default=None,
+    metavar="ITEM",
+    help="Fault injection: the chunk holding ITEM raises.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Also show who ran each chunk, and when.")
+def run(
+    kind: str,
+    n: int,
+    chunks: int | None,
+    workers: int | None,
+    latency: float,
+    as_json: bool,
+    executor: str,
+    ipc: str | None,
+    start_method: str | None,
+    fail_at: int | None,
+    verbose: bool,
+) -> int:
+    """Run job KIND over 1..N once and verify the answer."""
+    import workers as executors
+    from conquer import render
+
+    job = build_job(kind, n, chunks, latency, fail_at)
+    try:
+        plan = executors.plan(
+            kind, executor, default_workers() if workers is None else workers, ipc, start_method
+        )
+    except executors.PlanError as error:
+        raise click.UsageError(str(error)) from None
+    with render.progress_bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
+        try:
+            report = executors.run(job, plan, progress=tick)
+        except executors.ExecutorError as error:
+            raise Failure(str(error), ExitCode.JOB_FAILED) from None
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        render.report(report, verbose)
+    return ExitCode.OK if report.verified else ExitCode.WRONG_ANSWER
+
+
+EPILOG_COMPARE = """\b
+Examples:
+  conquer compare sum 30_000_000
+  conquer compare sum 1e7 --start-method all --repeats 5
+  conquer compare download 100 --chunks 100 --workers 32
+  conquer compare primes 1e6 --executors processes,threads --json
+"""
+
+
+@cli.command(epilog=EPILOG_COMPARE)
+@job_options
+@click.option(
+    "--repeats",
+    "-r",
+    type=click.IntRange(1, 100),
+    default=3,
+    show_default=True,
+    help="Runs per executor; the table shows the median.",
+)
+@click.option(
+    "--executors",
+    default=None,
+    metavar="LIST",
+    help="Comma-separated executors to include [default: all that apply]; serial always runs.",
+)
+@click.option(
+    "--start-method",
+    type=click.Choice((*START_METHODS, "all")),
+    default=None,
+    help="Start method for processes, or 'all' [default: the platform's].",
+)
+def compare(
+    kind: str,
+    n: int,
+    chunks: int | None,
+    workers: int | None,
+    latency: float,
+    as_json: bool,
+    repeats: int,
+    executors: str | None,
+    start_method: str | None,
+) -> int:
+    """Run job KIND over 1..N on every executor and IPC, and compare their times."""
+    import workers as executor_registry
+    from conquer import compare as comparing
+    from conquer import render
+
+    job = build_job(kind, n, chunks, latency)
+    methods = list(START_METHODS) if start_method == "all" else ([start_method] if start_method else None)
+    try:
+        plans = executor_registry.variants(
+            kind,
+            default_workers() if workers is None else workers,
+            executors=[name.strip() for name in executors.split(",")] if executors else None,
+            start_methods=methods,
+        )
+    except executor_registry.PlanError as error:
+        raise click.UsageError(str(error)) from None
+    with render.progress_bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
+        rows = comparing.compare(job, plans, repeats, on_run=tick)
+    summary = comparing.to_dict(job, rows, repeats)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        render.comparison(summary)
+    results = summary["results"]
+    if any(row["error"] for row in results):
+        return ExitCode.JOB_FAILED
+    return ExitCode.OK if all(row["verified"] for row in results) else ExitCode.WRONG_ANSWER
+
+
+def main() -> None:
+    cli(prog_name="conquer")

@@ -1,0 +1,123 @@
+"""Human-readable output. Imports Rich lazily: `conquer --help` must not pay for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from workers import Report
+
+
+def console(stderr: bool = False) -> Console:
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # Piped into a file or a test, tables keep their full width instead of Rich's default of 80.
+    width = None if stream.isatty() else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+def verdict(verified: bool) -> str:
+    return "[green]✓ verified[/]" if verified else "[bold red]✗ MISMATCH[/]"
+
+
+def how(report: Report) -> str:
+    parts = [part for part in (report.ipc, report.start_method) if part]
+    detail = f" ({', '.join(parts)})" if parts else ""
+    return f"{report.executor}{detail}, {report.workers} worker(s)"
+
+
+def report(report: Report, verbose: bool) -> None:
+    out = console()
+    job = report.job
+    out.print(f"[bold]{job.describe()}[/] on {how(report)}")
+    out.print(f"  answer  {report.value}")
+    out.print(f"  check   {report.expected}  ({report.check_method})  {verdict(report.verified)}")
+    out.print(f"  wall    {report.wall_s:.3f} s")
+    if verbose:
+        out.print(chunk_table(report))
+
+
+def chunk_table(report: Report) -> Any:
+    from rich.table import Table
+
+    origin = min(chunk.started for chunk in report.chunks)
+    table = Table(title="who ran each chunk (times in s from the first chunk's start)")
+    for column in ("chunk", "range", "partial", "host", "pid", "thread", "start", "end", "s"):
+        table.add_column(column, justify="right" if column not in ("host", "thread") else "left")
+    for chunk in report.chunks:
+        table.add_row(
+            str(chunk.index),
+            f"[{chunk.start}, {chunk.stop})",
+            str(chunk.value),
+            chunk.host,
+            str(chunk.pid),
+            chunk.thread,
+            f"{chunk.started - origin:.3f}",
+            f"{chunk.ended - origin:.3f}",
+            f"{chunk.seconds:.3f}",
+        )
+    return table
+
+
+def comparison(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    facts = summary["machine"]
+    table = Table(
+        title=f"{summary['kind']} 1..{summary['n']:_} in {summary['chunks']} chunks — "
+        f"median of {summary['repeats']} run(s)",
+        caption=f"{facts['cores']} cores · {facts['cpu']} · Python {facts['python']}"
+        f"{'' if facts['gil_enabled'] else ' (free-threaded)'} · efficiency = speedup / cores",
+    )
+    for column in (
+        "executor",
+        "IPC",
+        "start method",
+        "workers",
+        "wall s",
+        "speedup",
+        "efficiency",
+        "verified",
+    ):
+        table.add_column(column, justify="left" if column in ("executor", "IPC", "start method") else "right")
+    for row in summary["results"]:
+        median = row["wall_s_median"]
+        table.add_row(
+            row["executor"],
+            row["ipc"] or "—",
+            row["start_method"] or "—",
+            str(row["workers"]),
+            f"{median:.3f}" if median is not None else "—",
+            f"{row['speedup']:.2f}×" if row["speedup"] else "—",
+            f"{row['efficiency']:.0%}" if row["efficiency"] else "—",
+            verdict(row["verified"]) if row["error"] is None else f"[red]failed: {row['error']}[/]",
+        )
+    console().print(table)
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
+    """A transient bar on stderr, or a no-op when stderr is not a terminal (scripts, tests)."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
+    with bar:
+        task = bar.add_task(description, total=total)
+        yield lambda *_: bar.advance(task)
