@@ -1,0 +1,211 @@
+"""The `conquer` command through its installed entry point: answers, JSON, errors and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import psutil
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conquer.exitcodes import ExitCode
+from conquer.numbers import parse_count
+from tests.conftest import CONQUER, conquer, wait_until
+
+
+def test_run_prints_the_answer_and_its_verification() -> None:
+    result = conquer("run", "sum", "100_000", "--on", "processes", "--ipc", "pipe", "-v")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert f"answer  {100_000 * 100_001 // 2}" in result.stdout
+    assert "n(n+1)/2" in result.stdout
+    assert "✓ verified" in result.stdout
+    assert "who ran each chunk" in result.stdout
+
+
+@pytest.mark.parametrize("written", ["100000", "100_000", "1e5", "1E5", "1.0e5"])
+def test_n_may_be_written_plainly_with_underscores_or_in_scientific_notation(written: str) -> None:
+    result = conquer("run", "sum", written, "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert json.loads(result.stdout)["n"] == 100_000
+
+
+def test_run_json_is_a_complete_report() -> None:
+    result = conquer("run", "primes", "20000", "--chunks", "5", "--on", "thread-pool", "--json")
+    assert result.returncode == ExitCode.OK, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verified"] is True
+    assert report["value"] == report["expected"]
+    assert report["check_method"] == "segmented sieve of Eratosthenes"
+    assert [chunk["index"] for chunk in report["chunk_results"]] == list(range(5))
+    assert {"host", "pid", "thread", "started", "ended"} <= report["chunk_results"][0].keys()
+
+
+def test_a_failing_chunk_exits_1_naming_its_range() -> None:
+    result = conquer("run", "sum", "1000", "--chunks", "4", "--on", "processes", "--fail-at", "600")
+    assert result.returncode == ExitCode.JOB_FAILED
+    assert result.stderr.strip() == (
+        "conquer: chunk 2 [501, 751) failed: InjectedFault: injected fault at item 600"
+    )
+
+
+BAD_INPUTS = [
+    (["run", "sum", "0"], "n must be at least 1"),
+    (["run", "sum", "-5"], "No such option"),
+    (["run", "sum", "--", "-5"], "n must be at least 1"),
+    (["run", "sum", "1.5"], "not a whole number"),
+    (["run", "sum", "1e-3"], "not a whole number"),
+    (["run", "sum", "ten"], "is not an integer"),
+    (["run", "sum", "nan"], "is not an integer"),
+    (["run", "sum", "5e9"], "n must be at most 4_000_000_000"),
+    (["run", "sum", "1e999999999"], "far too large"),
+    (["run", "sum", "10", "--chunks", "0"], "chunks must be at least 1"),
+    (["run", "sum", "10", "--chunks", "11"], "cannot exceed n"),
+    (["run", "sum", "10", "--workers", "0"], "workers must be an integer >= 1"),
+    (["run", "sum", "10", "--workers", "100000"], "workers must be at most"),
+    (["run", "cube", "10"], "'cube' is not one of"),
+    (["run", "sum", "10", "--on", "gpu"], "unknown executor 'gpu'"),
+    (["run", "sum", "10", "--ipc", "carrier-pigeon"], "'carrier-pigeon' is not one of"),
+    (["run", "sum", "10", "--start-method", "teleport"], "'teleport' is not one of"),
+    (["run", "sum", "10", "--on", "threads", "--ipc", "pipe"], "--ipc applies to the processes"),
+    (["run", "sum", "10", "--on", "serial", "--start-method", "spawn"], "--start-method applies"),
+    (["run", "sum", "10", "--on", "asyncio"], "asyncio runs only download"),
+    (["run", "download", "10", "--latency", "-1"], "not in the range"),
+    (["run", "sum", "10", "--fail-at", "11"], "fail-at must be an item"),
+    (["run"], "Missing argument 'KIND'"),
+    (["run", "sum"], "Missing argument 'N'"),
+    (["compare", "sum", "10", "--repeats", "0"], "not in the range"),
+    (["compare", "sum", "10", "--executors", "serial,gpu"], "unknown executor 'gpu'"),
+    (["teleport"], "No such command"),
+]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"), BAD_INPUTS, ids=lambda a: " ".join(a) if isinstance(a, list) else ""
+)
+def test_bad_input_gets_one_line_and_exit_2(arguments: list[str], message: str) -> None:
+    result = conquer(*arguments)
+    assert result.returncode == ExitCode.USAGE
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert message in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@given(st.text(max_size=20))
+@settings(max_examples=300)
+def test_parse_count_accepts_exactly_the_integers(text: str) -> None:
+    try:
+        value = parse_count(text)
+    except ValueError:
+        return
+    assert str(value) == text.strip().replace("_", "") or "e" in text.lower() or "." in text
+
+
+@given(st.integers(-(10**20), 10**20))
+def test_parse_count_round_trips_integers(number: int) -> None:
+    assert parse_count(str(number)) == number
+    assert parse_count(f"{number:_}") == number
+
+
+def test_compare_runs_every_in_host_executor_and_reports_speedups_as_json() -> None:
+    result = conquer(
+        "compare",
+        "download",
+        "12",
+        "--chunks",
+        "12",
+        "--workers",
+        "4",
+        "--latency",
+        "0.01",
+        "--repeats",
+        "1",
+        "--json",
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    rows = summary["results"]
+    assert rows[0]["executor"] == "serial"
+    assert rows[0]["speedup"] == pytest.approx(1.0)
+    assert {row["executor"] for row in rows} >= {
+        "serial",
+        "threads",
+        "thread-pool",
+        "processes",
+        "asyncio",
+    }
+    assert {row["ipc"] for row in rows if row["executor"] == "processes"} == {
+        "queue",
+        "pipe",
+        "pool",
+        "shared",
+        "manager",
+    }
+    assert all(row["verified"] and row["error"] is None for row in rows)
+    assert summary["machine"]["cores"] >= 1
+
+
+def test_compare_prints_one_table() -> None:
+    result = conquer("compare", "sum", "20000", "--repeats", "3", "--executors", "threads")
+    assert result.returncode == ExitCode.OK, result.stderr
+    assert "median of 3 run(s)" in result.stdout
+    assert "speedup" in result.stdout
+    assert result.stdout.count("✓ verified") == 2  # serial (always) and threads
+
+
+def test_help_shows_examples_and_exit_codes() -> None:
+    top = conquer("--help")
+    assert "Exit status" in top.stdout
+    assert "broker unreachable" in top.stdout
+    assert "Examples:" in conquer("run", "--help").stdout
+
+
+def test_help_imports_nothing_heavy() -> None:
+    """`conquer --help` must stay fast: no Rich, no Celery, no asyncio at start-up."""
+    probe = (
+        "import sys; from conquer import cli; "
+        "print(sorted(m for m in ('rich', 'celery', 'asyncio', 'redis') if m in sys.modules))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    assert output.strip() == "[]"
+
+
+def test_ctrl_c_stops_every_worker_and_exits_130() -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group; do the same."""
+    process = subprocess.Popen(
+        [
+            CONQUER,
+            "run",
+            "download",
+            "400",
+            "--chunks",
+            "40",
+            "--latency",
+            "0.05",
+            "--on",
+            "processes",
+            "--workers",
+            "2",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    parent = psutil.Process(process.pid)
+    wait_until(lambda: len(parent.children()) >= 2, 20, "the workers never started")
+    children = parent.children(recursive=True)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=20)
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert stderr.strip() == "conquer: interrupted"
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left behind: {alive}"

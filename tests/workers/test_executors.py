@@ -1,0 +1,87 @@
+"""Every in-host executor × IPC × start method returns the exact, verified answer for every kind, names
+the failing chunk's range when one raises, and notices a worker that dies instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+
+import workers
+from tasks import Job, check
+from workers import ChunkError, ChunkResult, WorkerLost
+
+#: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
+JOBS = {
+    "sum": Job("sum", 200_003, 7),
+    "primes": Job("primes", 20_011, 6),
+    "download": Job("download", 24, 6, latency=0.002),
+}
+
+PLANS = [
+    (kind, plan)
+    for kind in JOBS
+    for plan in workers.variants(kind, 3, start_methods=list(workers.START_METHODS))
+]
+
+
+def plan_id(case: tuple[str, workers.Plan]) -> str:
+    kind, plan = case
+    return "-".join(str(part) for part in (kind, plan.executor, plan.ipc, plan.start_method) if part)
+
+
+def test_the_matrix_covers_every_executor_ipc_and_start_method() -> None:
+    combos = {(plan.executor, plan.ipc, plan.start_method) for _, plan in PLANS}
+    for ipc in workers.IPCS:
+        for method in workers.START_METHODS:
+            assert ("processes", ipc, method) in combos
+    assert {executor for executor, _, _ in combos} == set(workers.EXECUTORS)
+
+
+@pytest.mark.parametrize("case", PLANS, ids=plan_id)
+def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
+    kind, plan = case
+    job = JOBS[kind]
+    seen: list[ChunkResult] = []
+    lock = threading.Lock()
+
+    def progress(result: ChunkResult) -> None:
+        with lock:
+            seen.append(result)
+
+    report = workers.run(job, plan, progress=progress)
+    assert report.value == check(job)
+    assert report.verified
+    assert [chunk.index for chunk in report.chunks] == list(range(job.chunks))
+    assert sorted(result.index for result in seen) == list(range(job.chunks))
+    assert all(chunk.ended >= chunk.started for chunk in report.chunks)
+    pids = {chunk.pid for chunk in report.chunks}
+    if plan.executor == "processes":
+        assert os.getpid() not in pids, "chunks must run in worker processes"
+    else:
+        assert pids == {os.getpid()}
+
+
+@pytest.mark.parametrize("case", [c for c in PLANS if c[0] == "download"], ids=plan_id)
+def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers.Plan]) -> None:
+    _, plan = case
+    job = Job("download", 24, 6, latency=0.002, fail_at=10)
+    with pytest.raises(ChunkError, match=r"chunk 2 \[9, 13\) failed: InjectedFault"):
+        workers.run(job, plan)
+
+
+@pytest.mark.parametrize("ipc", workers.IPCS)
+def test_a_killed_worker_process_fails_the_run_instead_of_hanging(ipc: str) -> None:
+    """SIGKILL the worker that finished the first chunk while it still has work to do."""
+    job = Job("download", 64, 16, latency=0.01)
+    killed: list[int] = []
+
+    def kill_first_worker(result: ChunkResult) -> None:
+        if not killed:
+            killed.append(result.pid)
+            os.kill(result.pid, signal.SIGKILL)
+
+    with pytest.raises(WorkerLost):
+        workers.run(job, workers.plan("download", "processes", 2, ipc), progress=kill_first_worker)
