@@ -83,6 +83,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             "coroutines on one event loop (I/O-bound jobs only)",
             kinds=tuple(name for name, kind in KINDS.items() if kind.io_bound),
         ),
+        ExecutorSpec("managers", "workers.managers", "workers joining a BaseManager's queues over TCP"),
     )
 }
 
