@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from conquer import exitcodes
+from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
 from tasks import KINDS
 from workers import EXECUTORS, IPCS, START_METHODS
@@ -292,6 +293,9 @@ def compare(
     if any(row["error"] for row in results):
         return ExitCode.JOB_FAILED
     return ExitCode.OK if all(row["verified"] for row in results) else ExitCode.WRONG_ANSWER
+
+
+cli.add_command(demo)
 
 
 def main() -> None:
