@@ -12,7 +12,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
 
 from tasks import Job, check
@@ -41,13 +42,15 @@ def verify(job: Job, value: int) -> bool:
     return value == expected
 
 
-def start_and_join(processes: Sequence[BaseProcess], timeout: float = JOIN_TIMEOUT_S) -> None:
-    """Start `processes`, wait for all of them (at most `timeout` s in all) and insist each exited 0.
-    Whatever happens, none is left running."""
+@contextmanager
+def running(processes: Sequence[BaseProcess], timeout: float = JOIN_TIMEOUT_S) -> Iterator[None]:
+    """Start `processes` for the body of a ``with``; after it, wait for all of them (at most `timeout` s)
+    and insist each exited 0. Whatever happens, none is left running."""
     for process in processes:
         process.start()
-    deadline = time.monotonic() + timeout
     try:
+        yield
+        deadline = time.monotonic() + timeout
         for process in processes:
             process.join(max(0.0, deadline - time.monotonic()))
             if process.exitcode != 0:
@@ -58,6 +61,12 @@ def start_and_join(processes: Sequence[BaseProcess], timeout: float = JOIN_TIMEO
             if process.is_alive():
                 process.kill()
                 process.join()
+
+
+def start_and_join(processes: Sequence[BaseProcess], timeout: float = JOIN_TIMEOUT_S) -> None:
+    """Start `processes` and wait for them all to exit 0 (see `running`)."""
+    with running(processes, timeout):
+        pass
 
 
 def heading(title: str) -> None:
@@ -83,3 +92,17 @@ def argument_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
         description=(doc or "").split("\n\n")[0],
         epilog=f"The same as: python -m {module} [options]",
     )
+
+
+def add_job_options(parser: argparse.ArgumentParser, *, workers: int = 3, n: int = 3_000_000) -> None:
+    """--workers and --n, for the demos that add up 1..N with one chunk per worker process."""
+    from conquer.numbers import parse_count
+
+    parser.add_argument(
+        "--workers", type=parse_count, default=workers, help="worker processes, one chunk each"
+    )
+    parser.add_argument("--n", type=parse_count, default=n, help="add up 1..N (10_000_000 and 1e7 work)")
+
+
+def sum_job(arguments: argparse.Namespace) -> Job:
+    return Job("sum", arguments.n, arguments.workers)

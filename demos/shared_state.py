@@ -18,7 +18,7 @@ from __future__ import annotations
 import multiprocessing
 from typing import Any
 
-from demos.common import argument_parser, heading, run, say, start_and_join, verify
+from demos.common import add_job_options, argument_parser, heading, run, say, start_and_join, sum_job, verify
 from tasks import Job, chunk_at, run_chunk
 
 
@@ -44,10 +44,8 @@ def partial_into_dict(job: Job, index: int, partials: Any) -> None:
 
 def main() -> int:
     parser = argument_parser(__spec__.name, __doc__)
-    parser.add_argument("--workers", type=int, default=3, help="worker processes, one chunk each")
-    parser.add_argument("--n", type=int, default=3_000_000, help="add up 1..N")
-    arguments = parser.parse_args()
-    job = Job("sum", arguments.n, arguments.workers)
+    add_job_options(parser)
+    job = sum_job(parser.parse_args())
 
     heading("Value and Array: the note's example")
     number, array = multiprocessing.Value("d", 0.0), multiprocessing.Array("i", range(10))
