@@ -52,7 +52,7 @@ def test_a_dead_server_fails_the_run_instead_of_hanging() -> None:
             killed.append(server.pid)
             server.kill()
 
-    with pytest.raises(WorkerLost, match="manager server at 127.0.0.1:[0-9]+ stopped answering"):
+    with pytest.raises(WorkerLost, match=r"manager server at 127\.0\.0\.1:\d+ stopped answering"):
         workers.run(job, workers.plan("download", "managers", 1), progress=kill_the_server)
     assert killed
 
