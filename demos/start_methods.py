@@ -26,9 +26,9 @@ import os
 import statistics
 import time
 from multiprocessing.queues import Queue
+from typing import Any
 
 from demos.common import JOIN_TIMEOUT_S, argument_parser, heading, run, running, say, start_and_join
-from workers.processes.supervise import get_context
 
 #: Processes started only to be timed are named so; they stay quiet when they import this module.
 TIMED = "timed"
@@ -50,7 +50,7 @@ def data_views(methods: list[str]) -> dict[str, dict[str, object]]:
     say(f"the parent (module {__name__!r}) set SETTINGS to say {SETTINGS['source']!r}")
     views: dict[str, dict[str, object]] = {}
     for method in methods:
-        context = get_context(method)
+        context: Any = multiprocessing.get_context(method)
         results: Queue[tuple[int, str, str]] = context.Queue()
         child = context.Process(target=report_view, args=(results,), name=f"{method}-child")
         with running([child]):
@@ -69,7 +69,7 @@ def start_costs(methods: list[str], processes: int, repeats: int) -> dict[str, f
     heading(f"time to start {processes} processes and see them exit (median of {repeats})")
     medians = {}
     for method in methods:
-        context = get_context(method)
+        context: Any = multiprocessing.get_context(method)
         start_and_join([context.Process(target=nothing, name=f"{TIMED}-warm-up")])  # e.g. the forkserver
         walls = []
         for _ in range(repeats):
