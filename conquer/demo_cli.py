@@ -7,8 +7,10 @@ module), and a demo's processes and exit status are its own. Arguments after NAM
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import textwrap
 
 import click
 
@@ -24,6 +26,22 @@ Examples:
 INTERRUPT_GRACE_S = 10.0
 
 
+def list_demos() -> None:
+    """Each lesson of the chapter, then its demos: name and summary, shortened to the terminal's width."""
+    from demos import DEMOS
+
+    width = max(len(name) for name in DEMOS)
+    room = max(40, shutil.get_terminal_size((120, 24)).columns - width - 5)
+    lesson = None
+    for entry in DEMOS.values():
+        if entry.lesson != lesson:
+            lesson = entry.lesson
+            click.echo(f"lesson {lesson}")
+        summary = textwrap.shorten(entry.summary.replace("``", ""), room, placeholder=" …")
+        click.echo(f"  {entry.name:<{width}}  {summary}")
+    click.echo("\nRun one with 'conquer demo NAME' (arguments after NAME go to the demo).")
+
+
 @click.command(
     epilog=EPILOG,
     context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
@@ -35,10 +53,7 @@ def demo(name: str | None, arguments: tuple[str, ...]) -> int:
     from demos import DEMOS
 
     if name is None:
-        width = max(len(entry) for entry in DEMOS)
-        for entry in DEMOS.values():
-            click.echo(f"  {entry.name:<{width}}  {entry.lesson:<20}  {entry.summary}")
-        click.echo("\nRun one with 'conquer demo NAME' (arguments after NAME go to the demo).")
+        list_demos()
         return 0
     chosen = DEMOS.get(name)
     if chosen is None:

@@ -16,6 +16,7 @@ Usage::
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import select
@@ -162,14 +163,19 @@ class Interface:
             self.download = self.worker = None
 
 
-def main() -> int:
-    parser = argument_parser(__spec__.name, __doc__)
+def add_download_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options both versions of exercise 1 take."""
     parser.add_argument(
         "--frozen", action="store_true", help="download in the main thread (the first version)"
     )
     parser.add_argument("--items", type=int, default=30, help="items to download")
     parser.add_argument("--latency", type=float, default=0.1, help="seconds each item takes")
-    arguments = parser.parse_args()
+    return parser
+
+
+def main() -> int:
+    parser = argument_parser(__spec__.name, __doc__)
+    arguments = add_download_options(parser).parse_args()
     job = Job("download", arguments.items, 1, latency=arguments.latency)
     with keys_without_enter():
         return Interface(job, arguments.frozen).run()

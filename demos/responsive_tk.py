@@ -26,7 +26,7 @@ import tkinter as tk
 from types import FrameType
 
 from demos.common import argument_parser, run, say
-from demos.responsive_terminal import Download
+from demos.responsive_terminal import Download, add_download_options
 from tasks import Job, check
 
 TICK_MS = 100
@@ -117,12 +117,7 @@ class Window:
 
 def main() -> int:
     parser = argument_parser(__spec__.name, __doc__)
-    parser.add_argument(
-        "--frozen", action="store_true", help="download in the main thread (the first version)"
-    )
-    parser.add_argument("--items", type=int, default=30, help="items to download")
-    parser.add_argument("--latency", type=float, default=0.1, help="seconds each item takes")
-    arguments = parser.parse_args()
+    arguments = add_download_options(parser).parse_args()
     job = Job("download", arguments.items, 1, latency=arguments.latency)
     try:
         root = tk.Tk()

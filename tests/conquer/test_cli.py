@@ -178,7 +178,11 @@ def test_help_imports_nothing_heavy() -> None:
     assert output.strip() == "[]"
 
 
-def test_ctrl_c_stops_every_worker_and_exits_130() -> None:
+@pytest.mark.parametrize(
+    ("executor", "children"),
+    [("processes", 2), ("managers", 3)],  # managers: the queue server and two workers
+)
+def test_ctrl_c_stops_every_worker_and_exits_130(executor: str, children: int) -> None:
     """Ctrl-C in a terminal sends SIGINT to the whole foreground process group; do the same."""
     process = subprocess.Popen(
         [
@@ -191,7 +195,7 @@ def test_ctrl_c_stops_every_worker_and_exits_130() -> None:
             "--latency",
             "0.05",
             "--on",
-            "processes",
+            executor,
             "--workers",
             "2",
         ],
@@ -201,11 +205,11 @@ def test_ctrl_c_stops_every_worker_and_exits_130() -> None:
         start_new_session=True,
     )
     parent = psutil.Process(process.pid)
-    wait_until(lambda: len(parent.children()) >= 2, 20, "the workers never started")
-    children = parent.children(recursive=True)
+    wait_until(lambda: len(parent.children()) >= children, 20, "the workers never started")
+    started = parent.children(recursive=True)
     os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=20)
     assert process.returncode == ExitCode.INTERRUPTED
     assert stderr.strip() == "conquer: interrupted"
-    _, alive = psutil.wait_procs(children, timeout=5)
+    _, alive = psutil.wait_procs(started, timeout=5)
     assert not alive, f"left behind: {alive}"

@@ -34,7 +34,8 @@ def test_conquer_demo_lists_every_lesson_with_its_summary() -> None:
     assert result.returncode == ExitCode.OK, result.stderr
     for demo in DEMOS.values():
         line = next(line for line in result.stdout.splitlines() if line.split()[:1] == [demo.name])
-        assert demo.summary[:40] in line
+        assert demo.summary.replace("``", "")[:40] in line
+    assert f"lesson {DEMOS['bank-account'].lesson}" in result.stdout
 
 
 def test_an_unknown_demo_is_one_line_and_exit_2() -> None:

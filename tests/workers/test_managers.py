@@ -17,7 +17,7 @@ import pytest
 import workers
 from conquer.exitcodes import ExitCode
 from tasks import Chunk, Job, check, combine, split
-from tests.conftest import CONQUER, conquer, wait_until
+from tests.conftest import conquer
 from workers import ChunkResult, WorkerLost
 from workers.managers import AUTHKEY_ENV, serving
 from workers.processes.supervise import get_context
@@ -132,23 +132,3 @@ def test_compare_includes_managers_through_the_registry() -> None:
     assert result.returncode == ExitCode.OK, result.stderr
     rows = {row["executor"]: row for row in json.loads(result.stdout)["results"]}
     assert rows["managers"]["verified"] is True
-
-
-def test_ctrl_c_stops_the_server_and_every_worker() -> None:
-    process = subprocess.Popen(
-        [CONQUER, "run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "managers"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    parent = psutil.Process(process.pid)
-    # The server and two workers (plus, under spawn/forkserver, multiprocessing's helpers).
-    wait_until(lambda: len(parent.children()) >= 3, 20, "the server and workers never started")
-    children = parent.children(recursive=True)
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=20)
-    assert process.returncode == ExitCode.INTERRUPTED
-    assert stderr.strip() == "conquer: interrupted"
-    _, alive = psutil.wait_procs(children, timeout=5)
-    assert not alive, f"left behind: {alive}"
