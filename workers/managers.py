@@ -11,7 +11,9 @@ What it does not do is what a broker adds (see ``conquer demo managers``): the q
 process's memory, so a chunk taken by a worker that then dies is simply gone (the run fails with
 WorkerLost instead of hanging — there is no redelivery); nothing survives the server; nobody can watch;
 and there is one producer per server. The authkey authenticates peers (HMAC challenge) but does not
-encrypt: over a real network, use a trusted network or an SSH tunnel.
+encrypt, and a manager speaks pickle, so whoever holds the key can make the server run code: hence a
+fresh random key per run, never printed, and a server on loopback only. Across real machines, use a
+trusted network or an SSH tunnel.
 
 Usage::
 

@@ -15,12 +15,12 @@ import pytest
 
 
 class Terminal:
-    """`python -m MODULE ARGS` attached to a pty: `press` keys, `expect` output, all with deadlines."""
+    """A command attached to a pty: `press` keys, `expect` output, all with deadlines."""
 
-    def __init__(self, module: str, *arguments: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, command: list[str], env: dict[str, str] | None = None) -> None:
         self.master, slave = pty.openpty()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *arguments],
+            command,
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -29,6 +29,11 @@ class Terminal:
         )
         os.close(slave)
         self.output = ""
+
+    @classmethod
+    def module(cls, module: str, *arguments: str, env: dict[str, str] | None = None) -> Terminal:
+        """`python -m MODULE ARGS` in a pty."""
+        return cls([sys.executable, "-m", module, *arguments], env)
 
     def _read(self, timeout: float) -> None:
         ready, _, _ = select.select([self.master], [], [], timeout)

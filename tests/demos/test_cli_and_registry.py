@@ -3,14 +3,18 @@ is registered and documents its exact commands."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import psutil
 import pytest
 
 import demos
 from conquer.exitcodes import ExitCode
 from demos import DEMOS
-from tests.conftest import conquer
+from tests.conftest import CONQUER, conquer
+from tests.demos.terminal import Terminal
 
 HELPERS = {"__init__", "common", "tree_memory"}
 
@@ -69,3 +73,22 @@ def test_demo_help_passes_through_to_the_demo() -> None:
 def test_the_demo_command_is_in_the_top_level_help() -> None:
     assert "demo" in conquer("--help").stdout
     assert "Examples:" in conquer("demo", "--help").stdout
+
+
+def test_ctrl_c_stops_a_running_demo_and_its_download_thread() -> None:
+    """Ctrl-C reaches conquer and the demo (one process group): the demo cancels its download thread
+    and exits; conquer reports the interruption as every command does."""
+    screen = Terminal([CONQUER, "demo", "responsive-terminal", "--items", "1000", "--latency", "0.05"])
+    try:
+        screen.expect("press d to download")
+        screen.press("d")
+        screen.expect("download started in thread 'download'")
+        started = psutil.Process(screen.process.pid).children(recursive=True)
+        os.killpg(screen.process.pid, signal.SIGINT)
+        assert screen.wait() == ExitCode.INTERRUPTED
+        screen.expect(r"download cancelled after \d+ of 1000 items")
+        assert screen.output.rstrip().endswith("conquer: interrupted")
+        _, alive = psutil.wait_procs(started, timeout=5)
+        assert not alive
+    finally:
+        screen.close()

@@ -21,7 +21,7 @@ def terminal() -> Iterator[list[Terminal]]:
 
 
 def start(opened: list[Terminal], *arguments: str) -> Terminal:
-    screen = Terminal(MODULE, *arguments)
+    screen = Terminal.module(MODULE, *arguments)
     opened.append(screen)
     screen.expect(r"press d to download")
     return screen

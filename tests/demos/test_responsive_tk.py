@@ -85,7 +85,7 @@ class Clicker:
 
 
 def open_window(opened: list[Terminal], display: str, *arguments: str) -> tuple[Terminal, Clicker]:
-    screen = Terminal(MODULE, *arguments, env={"DISPLAY": display})
+    screen = Terminal.module(MODULE, *arguments, env={"DISPLAY": display})
     opened.append(screen)
     return screen, Clicker(screen, display)
 
