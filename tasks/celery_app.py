@@ -85,8 +85,8 @@ def config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "worker_concurrency": settings.worker_concurrency,
         "worker_pool": settings.worker_pool,
-        # Task events for Flower.
-        "worker_send_task_events": True,
+        # Task events, for Flower.
+        "worker_send_task_events": settings.task_events,
         # A late-acked chunk that is still running when the broker connection drops cannot be acked
         # any more and will be redelivered anyway: stop it instead of finishing it twice.
         "worker_cancel_long_running_tasks_on_connection_loss": True,

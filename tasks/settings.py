@@ -14,6 +14,7 @@ prefix and the time limits. Nothing here imports Celery.
 | CONQUER_VISIBILITY_TIMEOUT | 20 | seconds before an unacknowledged chunk is given to another worker |
 | CONQUER_CHUNK_TIME_LIMIT | 15 | seconds a chunk may run before it fails (soft limit; hard = +3 s) |
 | CONQUER_RESULT_EXPIRES | 86400 | seconds results and job progress are kept in Redis |
+| CONQUER_TASK_EVENTS | 1 | workers send task events (what Flower shows); 0 saves their cost |
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ ENV_POOL = "CONQUER_WORKER_POOL"
 ENV_VISIBILITY = "CONQUER_VISIBILITY_TIMEOUT"
 ENV_TIME_LIMIT = "CONQUER_CHUNK_TIME_LIMIT"
 ENV_EXPIRES = "CONQUER_RESULT_EXPIRES"
+ENV_EVENTS = "CONQUER_TASK_EVENTS"
 
 
 class SettingsError(ValueError):
@@ -64,6 +66,8 @@ class Settings:
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_S
     chunk_time_limit: int = DEFAULT_CHUNK_TIME_LIMIT_S
     result_expires: int = DEFAULT_RESULT_EXPIRES_S
+    #: Task events are what Flower shows; without a monitor they are two extra messages per chunk.
+    task_events: bool = True
 
     def __post_init__(self) -> None:
         for name, url in ((ENV_BROKER, self.broker_url), (ENV_BACKEND, self.result_backend)):
@@ -111,6 +115,7 @@ class Settings:
             visibility_timeout=_integer(env, ENV_VISIBILITY, DEFAULT_VISIBILITY_TIMEOUT_S),
             chunk_time_limit=_integer(env, ENV_TIME_LIMIT, DEFAULT_CHUNK_TIME_LIMIT_S),
             result_expires=_integer(env, ENV_EXPIRES, DEFAULT_RESULT_EXPIRES_S),
+            task_events=_flag(env, ENV_EVENTS, default=True),
         )
 
     def with_broker(self, url: str) -> Settings:
@@ -128,6 +133,7 @@ class Settings:
             ENV_VISIBILITY: str(self.visibility_timeout),
             ENV_TIME_LIMIT: str(self.chunk_time_limit),
             ENV_EXPIRES: str(self.result_expires),
+            ENV_EVENTS: "1" if self.task_events else "0",
         }
 
 
@@ -139,6 +145,17 @@ def _integer(env: Mapping[str, str], name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {text!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {text!r}")
 
 
 def mask(url: str) -> str:

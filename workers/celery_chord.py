@@ -53,13 +53,17 @@ class Deployment:
             return {
                 "broker": "embedded",
                 "stack": self.stack.describe(),
+                "task_events": self.stack.settings.task_events,
                 "setup_s": round(self.setup_s, 3),
             }
         return {"broker": "external", "broker_url": mask(self.client.settings.broker_url)}
 
 
 def stack_settings(base: Settings, workers: int) -> tuple[Settings, int]:
-    """How `workers` worker processes are deployed: (settings for each node, number of nodes)."""
+    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
+
+    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
+    hands over); solo: `workers` workers, each running chunks in its main process."""
     if base.worker_pool == "solo":
         return dataclasses.replace(base, worker_concurrency=1), workers
     return dataclasses.replace(base, worker_concurrency=workers), 1
@@ -78,6 +82,9 @@ def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment
             client.close()
         return
     node_settings, nodes = stack_settings(base, workers)
+    # A stack for runs has no monitor attached: task events would be two messages per chunk for
+    # nobody. (`conquer up` keeps them: Flower shows them.)
+    node_settings = dataclasses.replace(node_settings, task_events=False)
     try:
         with local_stack(node_settings, workers=nodes) as stack:
             yield Deployment(Client(stack.app, stack.settings), stack, stack.startup_s)

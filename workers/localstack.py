@@ -88,7 +88,10 @@ class LocalStack:
 
     def describe(self) -> str:
         broker = "embedded Redis (Unix socket)" if self.embedded else "external Redis"
-        return f"{broker}, {len(self.workers)} worker(s) × {self.settings.worker_concurrency} process(es)"
+        pool = f"{self.settings.worker_pool} pool"
+        events = "" if self.settings.task_events else ", task events off"
+        workers = f"{len(self.workers)} worker(s) × {self.settings.worker_concurrency} process(es)"
+        return f"{broker}, {workers}, {pool}{events}"
 
     def alive_workers(self) -> int:
         return sum(process.poll() is None for process in self.workers)
@@ -132,14 +135,15 @@ def local_stack(
     workers: int,
     flower: bool = False,
     flower_port: int | None = None,
-    worker_args: tuple[str, ...] = (),
+    worker_args: tuple[str, ...] = WORKER_FLAGS,
     inherit_output: bool = False,
 ) -> Iterator[LocalStack]:
     """Start the stack, yield it once every part answers, stop all of it on the way out.
 
-    `settings.worker_concurrency` pool processes per worker. With `inherit_output`, the processes
-    write to this terminal (for `conquer up`); otherwise to log files in the stack's directory, whose
-    last lines are quoted if a part fails to start.
+    `settings.worker_concurrency` pool processes per worker; `worker_args` end each worker's command
+    line (the benchmark replaces them to measure Celery's defaults). With `inherit_output`, the
+    processes write to this terminal (for `conquer up`); otherwise to log files in the stack's
+    directory, whose last lines are quoted if a part fails to start.
     """
     from tasks.celery_app import make_app
     from workers.celery_client import close_app
@@ -256,7 +260,6 @@ def _start_worker(
         sys.executable, "-m", "celery", "-A", "tasks", "worker",
         "--hostname", name,
         "--loglevel", "INFO" if inherit_output else "WARNING",
-        *WORKER_FLAGS,
         *extra,
     ]
     # fmt: on
