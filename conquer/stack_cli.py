@@ -159,7 +159,8 @@ def submit(
         if not wait_:
             click.echo(json.dumps({"id": job_id, **_job_fields(job)}) if as_json else job_id)
             return ExitCode.OK
-        click.echo(f"job {job_id}: {job.describe()}", err=True)
+        if sys.stderr.isatty():  # the id to come back with after Ctrl-C; errors and timeouts name it too
+            click.echo(f"job {job_id}: {job.describe()}", err=True)
         status = _wait_with_progress(client, job_id, timeout, job.chunks, job.describe())
         return _show_outcome(client, status, as_json)
 

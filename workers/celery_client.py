@@ -234,7 +234,8 @@ class Client:
 
         inspect = self.app.control.inspect(timeout=timeout)
         stats: dict[str, Any] = inspect.stats() or {}
-        active: dict[str, Any] = inspect.active() or {}
+        # safe: each task's argsrepr ("sum chunk 3 [..) of job ..."), not its raw arguments.
+        active: dict[str, Any] = inspect.active(safe=True) or {}
         found = []
         for name in sorted(stats):
             pool = stats[name].get("pool", {})
@@ -246,7 +247,8 @@ class Client:
             found.append(
                 WorkerInfo(
                     name=name,
-                    pool=str(pool.get("implementation", "?")).rpartition(":")[2],
+                    # "celery.concurrency.prefork:TaskPool" -> "prefork"
+                    pool=str(pool.get("implementation", "?")).partition(":")[0].rpartition(".")[2],
                     processes=list(pool.get("processes", [])),
                     concurrency=int(pool.get("max-concurrency", 0) or 0),
                     total=dict(stats[name].get("total", {})),
