@@ -1,9 +1,12 @@
-"""Run a command that is terminated when the process that started it dies, however it dies.
+"""Run a command that is killed when the process that started it dies, however it dies.
 
 The embedded stack (`workers.localstack`) starts Redis and Celery workers through this launcher. Its
-own clean-up stops them on success, error and Ctrl-C; this covers the rest — a SIGKILLed `conquer` —
-on Linux, where the kernel sends the child SIGTERM when its parent exits (`PR_SET_PDEATHSIG`), and
-the child shuts down as it would for `kill`. Elsewhere it simply runs the command.
+own clean-up stops them in order on success, error and Ctrl-C; this covers the rest — a SIGKILLed
+`conquer` — on Linux, where the kernel sends the child SIGKILL when its parent exits
+(`PR_SET_PDEATHSIG`; a worker's pool processes follow, Celery sets the same for them). SIGKILL, not
+SIGTERM: a worker's warm shutdown would wait for a Redis that is going away at the same moment, and
+nobody is left to report to. Chunks it had taken are late-acknowledged, so another worker of a shared
+broker runs them again. Elsewhere than Linux it simply runs the command.
 
 Usage::
 
@@ -26,7 +29,7 @@ def main(argv: list[str]) -> None:
     parent, command = int(argv[0]), argv[1:]
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
             sys.exit(f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
         # The parent may have died before prctl ran: then no signal will ever come.
         if os.getppid() != parent:

@@ -7,7 +7,7 @@ with `broker_configured`), only the workers are started, against that broker.
 
 `local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
 — every process it started is stopped and the directory removed when it exits. (Should `conquer`
-itself be SIGKILLed, the children still go: they are started through `workers.die_with_parent`.)
+itself be SIGKILLed, the children are killed too: they are started through `workers.die_with_parent`.)
 
 Usage::
 
