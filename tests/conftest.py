@@ -53,6 +53,13 @@ def conquer(
 SESSION_PROCESSES: set[int] = set()
 
 
+def fresh_python(code: str) -> str:
+    """stdout of `code` run in a new interpreter (what importing something really loads)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
 def workers_alive() -> list[psutil.Process]:
     alive = []
     session = session_tree()

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.celery_app import CHUNK_TASK, COMBINE_TASK, RESTORE_INTERVAL_S, make_app
 from tasks.settings import Settings
-from tests.conftest import Stack
+from tests.conftest import Stack, fresh_python
 
 CELERY = [sys.executable, "-m", "celery", "-A", "tasks"]
 
@@ -22,10 +22,7 @@ def test_importing_tasks_does_not_load_celery_but_tasks_app_does() -> None:
         "import sys, tasks; before = 'celery' in sys.modules; app = tasks.app; "
         "print(before, type(app).__name__, tasks.celery is app)"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
-    assert output.split() == ["False", "Celery", "True"]
+    assert fresh_python(probe).split() == ["False", "Celery", "True"]
 
 
 def test_the_app_accepts_json_only_and_acknowledges_chunks_late() -> None:
@@ -68,7 +65,7 @@ def celery(stack: Stack, *args: str, timeout: float = 60) -> subprocess.Complete
 
 
 def test_celery_inspect_ping_reaches_every_worker(celery_stack: Stack) -> None:
-    result = celery(celery_stack, "inspect", "ping", "--timeout", "5", "--json")
+    result = celery(celery_stack, "inspect", "ping", "--timeout", "2", "--json")
     assert result.returncode == 0, result.stderr
     assert set(json.loads(result.stdout)) == set(celery_stack.stack.worker_names)
 
