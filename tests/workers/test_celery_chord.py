@@ -5,8 +5,11 @@ leaves nothing running — after success, Ctrl-C, or even a SIGKILLed `conquer`.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import psutil
 import pytest
@@ -156,6 +159,15 @@ def test_ctrl_c_stops_the_embedded_stack_and_exits_130() -> None:
 def test_a_sigkilled_conquer_takes_its_embedded_stack_with_it() -> None:
     process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
     started = wait_for_stack(process)
+    directories = {
+        Path(match).parent
+        for child in started
+        for match in re.findall(r"/\S*/conquer-\w+/redis\.sock", " ".join(child.cmdline()))
+    }
     process.kill()
     process.communicate(timeout=30)
     assert_all_gone(started, timeout=30)
+    # Nobody was left to remove the stack's directory (its logs): the test does.
+    assert len(directories) == 1
+    for directory in directories:
+        shutil.rmtree(directory)
