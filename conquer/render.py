@@ -41,7 +41,8 @@ def report(report: Report, verbose: bool) -> None:
     out.print(f"  check   {report.expected}  ({report.check_method})  {verdict(report.verified)}")
     out.print(f"  wall    {report.wall_s:.3f} s")
     if report.details.get("broker"):
-        out.print(f"  broker  {deployment_note({'executor': report.executor, 'deployment': report.details})}")
+        note = deployment_note({"executor": report.executor, "deployment": report.details})
+        out.print(f"  broker  {note.partition(': ')[2]}")
     if verbose:
         out.print(chunk_table(report))
 
