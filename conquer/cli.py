@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from conquer import exitcodes
+from conquer import exitcodes, stack_cli
 from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
 from tasks import KINDS
@@ -215,6 +215,8 @@ def run(
     with render.progress_bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
+        except executors.BrokerUnreachable as error:
+            raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
         except executors.ExecutorError as error:
             raise Failure(str(error), ExitCode.JOB_FAILED) from None
     if as_json:
@@ -296,6 +298,8 @@ def compare(
 
 
 cli.add_command(demo)
+for command in stack_cli.COMMANDS:
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,8 @@ class Row:
     walls: list[float] = field(default_factory=list)
     verified: bool = True
     error: str | None = None
+    #: What the executor set up once for all repeats (the Celery stack), or None.
+    deployment: dict[str, Any] | None = None
 
     @property
     def median(self) -> float | None:
@@ -43,20 +46,33 @@ def compare(
     on_run: Callable[[Plan], None] | None = None,
 ) -> list[Row]:
     """Run every plan `repeats` times, in rounds (every plan once, then again), so that a slow spell
-    of the machine spreads over all plans instead of landing on one."""
+    of the machine spreads over all plans instead of landing on one.
+
+    What an executor must set up first (the Celery stack) is set up once, before the first round, and
+    torn down after the last: its start-up time is a deployment cost, reported in `Row.deployment`,
+    never part of a run's wall time."""
     rows = [Row(plan) for plan in plans]
-    for _ in range(repeats):
+    with ExitStack() as deployments:
+        options: dict[Plan, dict[str, Any]] = {}
         for row in rows:
-            if row.error is None:
-                try:
-                    report = workers.run(job, row.plan)
-                except ExecutorError as error:
-                    row.error = str(error)
-                else:
-                    row.walls.append(report.wall_s)
-                    row.verified = row.verified and report.verified
-            if on_run:
-                on_run(row.plan)
+            try:
+                deployed = deployments.enter_context(workers.deployment(row.plan))
+            except ExecutorError as error:
+                row.error = str(error)
+                continue
+            options[row.plan], row.deployment = deployed.options, deployed.facts
+        for _ in range(repeats):
+            for row in rows:
+                if row.error is None:
+                    try:
+                        report = workers.run(job, row.plan, **options[row.plan])
+                    except ExecutorError as error:
+                        row.error = str(error)
+                    else:
+                        row.walls.append(report.wall_s)
+                        row.verified = row.verified and report.verified
+                if on_run:
+                    on_run(row.plan)
     return rows
 
 
@@ -92,6 +108,7 @@ def to_dict(job: Job, rows: list[Row], repeats: int) -> dict[str, Any]:
                 "efficiency": efficiency(row.plan),
                 "verified": row.verified and row.error is None,
                 "error": row.error,
+                "deployment": row.deployment,
             }
             for row in rows
         ],

@@ -40,6 +40,9 @@ def report(report: Report, verbose: bool) -> None:
     out.print(f"  answer  {report.value}")
     out.print(f"  check   {report.expected}  ({report.check_method})  {verdict(report.verified)}")
     out.print(f"  wall    {report.wall_s:.3f} s")
+    if report.details.get("broker"):
+        note = deployment_note({"executor": report.executor, "deployment": report.details})
+        out.print(f"  broker  {note.partition(': ')[2]}")
     if verbose:
         out.print(chunk_table(report))
 
@@ -70,11 +73,13 @@ def comparison(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
     facts = summary["machine"]
+    notes = [deployment_note(row) for row in summary["results"] if row.get("deployment")]
     table = Table(
         title=f"{summary['kind']} 1..{summary['n']:_} in {summary['chunks']} chunks — "
         f"median of {summary['repeats']} run(s)",
         caption=f"{facts['cores']} cores · {facts['cpu']} · Python {facts['python']}"
-        f"{'' if facts['gil_enabled'] else ' (free-threaded)'} · efficiency = speedup / cores",
+        f"{'' if facts['gil_enabled'] else ' (free-threaded)'} · efficiency = speedup / cores"
+        + "".join(f"\n{note}" for note in notes),
     )
     for column in (
         "executor",
@@ -91,7 +96,7 @@ def comparison(summary: dict[str, Any]) -> None:
         median = row["wall_s_median"]
         table.add_row(
             row["executor"],
-            row["ipc"] or "—",
+            row["ipc"] or broker(row.get("deployment")) or "—",
             row["start_method"] or "—",
             str(row["workers"]),
             f"{median:.3f}" if median is not None else "—",
@@ -100,6 +105,21 @@ def comparison(summary: dict[str, Any]) -> None:
             verdict(row["verified"]) if row["error"] is None else f"[red]failed: {row['error']}[/]",
         )
     console().print(table)
+
+
+def broker(deployment: dict[str, Any] | None) -> str | None:
+    """The IPC of a broker executor: its Redis, embedded (started for this run) or external."""
+    return f"Redis ({deployment['broker']})" if deployment else None
+
+
+def deployment_note(row: dict[str, Any]) -> str:
+    deployment = row["deployment"]
+    if deployment["broker"] == "embedded":
+        return (
+            f"{row['executor']}: {deployment['stack']}; start-up {deployment['setup_s']:.1f} s "
+            "(a deployment cost, not in the wall time)"
+        )
+    return f"{row['executor']}: workers already running at {deployment['broker_url']}"
 
 
 @contextmanager

@@ -33,3 +33,13 @@ __all__ = [
     "run_chunk_async",
     "split",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`tasks.app` (and `tasks.celery`, the other name Celery's `-A tasks` looks for): the Celery app,
+    imported on first use only (PEP 562), so that importing `tasks` never loads Celery."""
+    if name in ("app", "celery"):
+        from tasks.celery_app import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,18 +1,27 @@
-"""Fixtures every test shares: the real `conquer` entry point, and a check that no test leaves a child
-process or thread behind."""
+"""Fixtures every test shares: the real `conquer` entry point, a check that no test leaves a child
+process or thread behind, and one real Celery stack (Redis + worker processes) for the session."""
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 import pytest
+
+if TYPE_CHECKING:
+    import redis
+
+    from workers.celery_client import Client
+    from workers.localstack import LocalStack
 
 #: The console script pip installed next to this interpreter: the CLI exactly as users run it.
 CONQUER = str(Path(sys.executable).with_name("conquer"))
@@ -39,9 +48,24 @@ def conquer(
     )
 
 
+#: Processes of the session's Celery stack: they (and their pool processes, which Celery replaces
+#: at will) outlive every test on purpose, and are stopped when the session ends.
+SESSION_PROCESSES: set[int] = set()
+
+
+def fresh_python(code: str) -> str:
+    """stdout of `code` run in a new interpreter (what importing something really loads)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+
+
 def workers_alive() -> list[psutil.Process]:
     alive = []
+    session = session_tree()
     for child in psutil.Process().children(recursive=True):
+        if child.pid in session:
+            continue
         try:
             command = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -49,6 +73,18 @@ def workers_alive() -> list[psutil.Process]:
         if not any(helper in command for helper in INTERPRETER_HELPERS):
             alive.append(child)
     return alive
+
+
+def session_tree() -> set[int]:
+    pids = set()
+    for pid in SESSION_PROCESSES:
+        try:
+            process = psutil.Process(pid)
+            pids.add(pid)
+            pids.update(child.pid for child in process.children(recursive=True))
+        except psutil.NoSuchProcess:
+            continue
+    return pids
 
 
 def wait_until(predicate: object, timeout: float, message: str, interval: float = 0.05) -> None:
@@ -72,3 +108,61 @@ def no_leftovers() -> Iterator[None]:
         "child processes left behind",
     )
     wait_until(lambda: not set(threading.enumerate()) - threads_before, 5, "threads left behind")
+
+
+# ------------------------------------------------------------------------------ the Celery stack
+
+#: Set REDIS_URL to run the Celery tests against a Redis of yours (e.g. redis://127.0.0.1:6379/0).
+#: Nothing there is flushed or deleted: every key and channel the tests use carries a prefix unique to
+#: the session, and at the end the session's own keys are only given a short TTL.
+REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+
+#: Worker processes of the session stack: two nodes with one pool process each, so tests can see
+#: chunks spread over two named workers.
+STACK_NODES = 2
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The session's stack: its settings as environment variables (for `conquer` subprocesses), a
+    client, and a plain Redis connection for looking at keys."""
+
+    stack: LocalStack
+    client: Client
+    redis: redis.Redis
+    env: dict[str, str]
+
+    @property
+    def prefix(self) -> str:
+        from tasks.celery_app import redis_prefix
+
+        return redis_prefix(self.stack.settings)
+
+
+@pytest.fixture(scope="session")
+def celery_stack() -> Iterator[Stack]:
+    from tasks.progress import redis_client
+    from tasks.settings import Settings
+    from workers.celery_client import Client
+    from workers.localstack import local_stack
+
+    settings = Settings(key_prefix=f"conquer-test-{secrets.token_hex(4)}", worker_concurrency=1)
+    if REDIS_URL:
+        settings = settings.with_broker(REDIS_URL)
+    with local_stack(settings, workers=STACK_NODES) as stack:
+        SESSION_PROCESSES.update(process.pid for process in stack.processes)
+        client = Client(stack.app, stack.settings)
+        connection = redis_client(stack.settings.result_backend)
+        try:
+            yield Stack(stack, client, connection, stack.settings.to_env())
+        finally:
+            if REDIS_URL:
+                expire_own_keys(connection, stack.settings.key_prefix)
+            connection.close()
+            SESSION_PROCESSES.clear()
+
+
+def expire_own_keys(connection: redis.Redis, prefix: str) -> None:
+    """Give the session's own keys (and nobody else's) a TTL of a minute on a Redis we did not start."""
+    for key in connection.scan_iter(match=f"{prefix}*", count=1000):
+        connection.expire(key, 60)

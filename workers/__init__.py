@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from tasks import KINDS, Job
 from workers.base import (
+    BrokerUnreachable,
     ChunkError,
     ChunkResult,
     ExecutorError,
@@ -27,8 +29,10 @@ __all__ = [
     "EXECUTORS",
     "IPCS",
     "START_METHODS",
+    "BrokerUnreachable",
     "ChunkError",
     "ChunkResult",
+    "Deployed",
     "ExecutorError",
     "Plan",
     "PlanError",
@@ -36,6 +40,7 @@ __all__ = [
     "Report",
     "WorkerLost",
     "default_start_method",
+    "deployment",
     "plan",
     "run",
     "variants",
@@ -76,6 +81,11 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             "worker processes talking through one IPC mechanism",
             ipcs=IPCS,
             uses_start_method=True,
+        ),
+        ExecutorSpec(
+            "celery",
+            "workers.celery_chord",
+            "Celery worker processes fed through a Redis broker (a chord of chunk tasks)",
         ),
         ExecutorSpec(
             "asyncio",
@@ -168,6 +178,29 @@ def variants(
             for method in methods if spec.uses_start_method else (None,):
                 plans.append(plan(kind, name, 1 if name == "serial" else workers, ipc, method))
     return plans
+
+
+@dataclass(frozen=True, slots=True)
+class Deployed:
+    """What an executor set up before its runs: `options` to pass to each `run`, and `facts` about
+    it to show next to the timings (None for executors that set nothing up)."""
+
+    options: dict[str, Any]
+    facts: dict[str, Any] | None = None
+
+
+@contextmanager
+def deployment(plan_: Plan) -> Iterator[Deployed]:
+    """Set up what `plan_`'s executor needs once for many runs (the Celery stack), and tear it down
+    afterwards. An executor module opts in with a `deploy(workers=...)` context manager whose value
+    has `facts()` and is passed to its `run` as `deployment=`."""
+    module = importlib.import_module(EXECUTORS[plan_.executor].module)
+    deploy = getattr(module, "deploy", None)
+    if deploy is None:
+        yield Deployed({})
+        return
+    with deploy(workers=plan_.workers) as deployed:
+        yield Deployed({"deployment": deployed}, deployed.facts())
 
 
 def run(job: Job, plan_: Plan, *, progress: Progress | None = None, **options: Any) -> Report:

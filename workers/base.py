@@ -40,6 +40,10 @@ class WorkerLost(ExecutorError):
     """A worker process exited before the job was done (killed, crashed)."""
 
 
+class BrokerUnreachable(ExecutorError):
+    """The broker (Redis) did not answer; the message names its URL with the password masked."""
+
+
 @dataclass(frozen=True, slots=True)
 class ChunkResult:
     """One computed chunk: its range and partial result, who computed it and when (epoch seconds)."""

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import psutil
 import pytest
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 from conquer.exitcodes import ExitCode
 from conquer.numbers import parse_count
-from tests.conftest import CONQUER, conquer, wait_until
+from tests.conftest import CONQUER, conquer, fresh_python, wait_until
 
 
 def test_run_prints_the_answer_and_its_verification() -> None:
@@ -172,10 +171,7 @@ def test_help_imports_nothing_heavy() -> None:
         "import sys; from conquer import cli; "
         "print(sorted(m for m in ('rich', 'celery', 'asyncio', 'redis') if m in sys.modules))"
     )
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
-    ).stdout
-    assert output.strip() == "[]"
+    assert fresh_python(probe).strip() == "[]"
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""Every in-host executor × IPC × start method returns the exact, verified answer for every kind, names
-the failing chunk's range when one raises, and notices a worker that dies instead of hanging."""
+"""Every executor × IPC × start method returns the exact, verified answer for every kind (celery on an
+embedded stack of its own), names the failing chunk's range when one raises, and notices a worker that
+dies instead of hanging."""
 
 from __future__ import annotations
 

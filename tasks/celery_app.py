@@ -1,0 +1,184 @@
+"""The Celery app: the job as a canvas of thin tasks over `tasks.job`'s pure functions.
+
+A job is `chord(group(chunk × K), combine)`: each `conquer.chunk` task gets one chunk's *range* (the
+`Chunk` message, a few bytes whatever n is), computes it with `run_chunk`, and returns the partial; the
+Redis result backend counts the partials in, and the last one triggers `conquer.combine` on a worker,
+which adds them up with `combine`. Nothing else runs on the workers.
+
+Configuration comes from `tasks.settings` (the environment). `tasks.app` is this module's `app`, built
+from it on first use, so Celery's own CLI works as in its tutorial.
+
+Usage::
+
+    celery -A tasks worker --loglevel=INFO
+    celery -A tasks inspect ping
+    celery -A tasks call conquer.chunk --args '[{"kind": "sum", "index": 0, "start": 1, "stop": 101}]'
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from functools import cache
+from typing import Any
+
+from celery import Celery, Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
+
+from tasks.job import Chunk, combine, run_chunk
+from tasks.progress import JobStore, redis_client
+from tasks.settings import Settings, settings
+
+CHUNK_TASK = "conquer.chunk"
+COMBINE_TASK = "conquer.combine"
+
+#: How often a worker looks for chunks whose worker died (kombu's unacked-restore sweep), in seconds.
+#: kombu's defaults (every 10 s, but only every 10th time) make that 100 s; with 2 s, a SIGKILLed
+#: worker's chunks are back in the queue at most visibility_timeout + 2 s after it took them. The cost
+#: is one small Redis query per worker every 2 s.
+RESTORE_INTERVAL_S = 2
+
+
+def config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for `settings`, with the reason for each choice that isn't Celery's default."""
+    transport: dict[str, Any] = {
+        # Redis has no acknowledgements: kombu keeps each delivered message in an "unacked" set and
+        # gives it to another worker after visibility_timeout s without an ack. Short, so that a dead
+        # worker's chunks come back in seconds; longer than a chunk's hard time limit (Settings checks),
+        # so that a chunk still running is never handed out twice.
+        "visibility_timeout": settings.visibility_timeout,
+        "unacked_restore_interval": RESTORE_INTERVAL_S,
+        "unacked_restore_throttle": 1,
+        # A broker that vanishes without closing the connection must not hang a publish forever.
+        "socket_timeout": 10,
+        "socket_connect_timeout": 3,
+    }
+    if settings.key_prefix:
+        # Every key *and* pub/sub channel (events, remote control) gets the prefix, so two stacks
+        # sharing one Redis see nothing of each other — the tests use this on a shared server.
+        transport["global_keyprefix"] = redis_prefix(settings)
+    return {
+        "broker_url": settings.broker_url,
+        "result_backend": settings.result_backend,
+        "broker_transport_options": transport,
+        # Celery's Redis docs: the visibility timeout must be set here too, or a backend-side default
+        # (one hour) can win.
+        "result_backend_transport_options": transport,
+        "visibility_timeout": settings.visibility_timeout,
+        # JSON only: a pickled message could run arbitrary code in the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "event_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Results (and with them chord counters) expire; 0 would delete chord keys at once (celery#5237).
+        "result_expires": settings.result_expires,
+        "redis_socket_timeout": 10,
+        "redis_socket_connect_timeout": 3,
+        # Workers wait for a broker that isn't up yet (compose starts them together) instead of exiting.
+        "broker_connection_retry_on_startup": True,
+        # A publisher gives up after a few tries instead of Celery's default of retrying for long.
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+        # One message per pool process at a time: a free process takes the next chunk, a busy one
+        # hoards none (which would both unbalance uneven chunks and delay their redelivery).
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_pool": settings.worker_pool,
+        # Task events, for Flower.
+        "worker_send_task_events": settings.task_events,
+        # A late-acked chunk that is still running when the broker connection drops cannot be acked
+        # any more and will be redelivered anyway: stop it instead of finishing it twice.
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_default_queue": "conquer",
+        "broker_connection_timeout": 3,
+    }
+
+
+def redis_prefix(settings: Settings) -> str:
+    """The key prefix as it appears in Redis (with a `:` separator), or '' for none."""
+    prefix = settings.key_prefix
+    return prefix if not prefix or prefix.endswith(":") else prefix + ":"
+
+
+def make_app(settings: Settings) -> Celery:
+    """A Celery app for `settings`, with the two tasks registered."""
+    app = Celery("tasks", set_as_current=False)
+    app.conf.update(config(settings))
+    app.conf.conquer_settings = settings
+    app.task(
+        name=CHUNK_TASK,
+        bind=True,
+        # A chunk is a pure function of its message, so running it again is always safe: acknowledge
+        # it only after it ran (a worker killed mid-chunk leaves it to be redelivered), and when a pool
+        # process dies under it, put it back in the queue instead of failing the job.
+        acks_late=True,
+        reject_on_worker_lost=True,
+        soft_time_limit=settings.chunk_time_limit,
+        time_limit=settings.hard_time_limit,
+    )(chunk_task)
+    app.task(name=COMBINE_TASK, bind=True)(combine_task)
+    return app
+
+
+def chunk_task(task: Task[Any, Any], message: dict[str, Any], job_id: str | None = None) -> int:
+    """Compute one chunk; with a `job_id`, record progress (and skip the chunk if the job was cancelled)."""
+    chunk = Chunk.from_message(message)
+    store = job_store(task.app) if job_id else None
+    if store and job_id and not store.chunk_started(job_id):
+        raise Ignore()  # the job was cancelled: nothing to compute, nothing to report
+    started = time.time()
+    try:
+        value = run_chunk(chunk)
+    except SoftTimeLimitExceeded:
+        if store and job_id:
+            limit = f"over the chunk time limit of {task.soft_time_limit} s (use more chunks)"
+            store.chunk_failed(job_id, chunk.index, chunk.describe(), limit)
+        raise
+    except Exception as exc:
+        if store and job_id:
+            store.chunk_failed(job_id, chunk.index, chunk.describe(), f"{type(exc).__name__}: {exc}")
+        raise
+    if store and job_id:
+        store.chunk_done(
+            job_id,
+            {
+                "index": chunk.index,
+                "start": chunk.start,
+                "stop": chunk.stop,
+                "value": value,
+                "host": task.request.hostname or "?",
+                "pid": os.getpid(),
+                "thread": threading.current_thread().name,
+                "started": started,
+                "ended": time.time(),
+            },
+        )
+    return value
+
+
+def combine_task(task: Task[Any, Any], partials: list[int], kind: str, job_id: str | None = None) -> int:
+    """Add up the chunks' partials (the chord's body, run by whichever worker the last chunk was on)."""
+    value = combine(kind, partials)
+    if job_id:
+        job_store(task.app).finished(job_id, value)
+    return value
+
+
+def job_store(app: Celery) -> JobStore:
+    """The job store next to `app`'s results."""
+    return _store(app.conf.conquer_settings)
+
+
+@cache
+def _store(settings: Settings) -> JobStore:
+    # One client (and connection pool) per settings and process, made on first use: redis-py's pool
+    # notices a fork and opens fresh connections in the child, so pool processes never share a socket
+    # with their parent.
+    return JobStore(
+        redis_client(settings.result_backend), prefix=redis_prefix(settings), ttl=settings.result_expires
+    )
+
+
+#: The app `celery -A tasks ...` finds (as `tasks.app`), configured from the environment.
+app = make_app(settings())

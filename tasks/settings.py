@@ -1,0 +1,177 @@
+"""How the Celery side is configured: one frozen `Settings`, read from the environment once.
+
+Every process of the stack — `celery -A tasks worker`, Flower, `conquer submit` and the `celery`
+executor — builds the same `Settings` from the same variables, so they agree on the broker, the key
+prefix and the time limits. Nothing here imports Celery.
+
+| variable | default | meaning |
+|---|---|---|
+| CELERY_BROKER_URL | redis://localhost:6379/0 | the broker: `redis://`, `rediss://`, `redis+socket://` |
+| CELERY_RESULT_BACKEND | the broker URL | where results, chord counters and job progress live (Redis) |
+| CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
+| CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
+| CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes) or solo (the worker itself) |
+| CONQUER_VISIBILITY_TIMEOUT | 20 | seconds before an unacknowledged chunk is given to another worker |
+| CONQUER_CHUNK_TIME_LIMIT | 15 | seconds a chunk may run before it fails (soft limit; hard = +3 s) |
+| CONQUER_RESULT_EXPIRES | 86400 | seconds results and job progress are kept in Redis |
+| CONQUER_TASK_EVENTS | 1 | workers send task events (what Flower shows); 0 saves their cost |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from urllib.parse import urlsplit
+
+DEFAULT_BROKER_URL = "redis://localhost:6379/0"
+DEFAULT_VISIBILITY_TIMEOUT_S = 20
+DEFAULT_CHUNK_TIME_LIMIT_S = 15
+DEFAULT_RESULT_EXPIRES_S = 86_400
+BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
+POOLS = ("prefork", "solo")
+
+#: The hard time limit is this much longer than the soft one: the soft limit raises inside the chunk
+#: (which then fails cleanly); the hard limit kills a pool process stuck where no exception reaches it.
+HARD_LIMIT_MARGIN_S = 3
+
+#: Names of the variables, as the README and error messages spell them.
+ENV_BROKER = "CELERY_BROKER_URL"
+ENV_BACKEND = "CELERY_RESULT_BACKEND"
+ENV_PREFIX = "CONQUER_KEY_PREFIX"
+ENV_CONCURRENCY = "CONQUER_WORKER_CONCURRENCY"
+ENV_POOL = "CONQUER_WORKER_POOL"
+ENV_VISIBILITY = "CONQUER_VISIBILITY_TIMEOUT"
+ENV_TIME_LIMIT = "CONQUER_CHUNK_TIME_LIMIT"
+ENV_EXPIRES = "CONQUER_RESULT_EXPIRES"
+ENV_EVENTS = "CONQUER_TASK_EVENTS"
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value that cannot work (the message names it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    broker_url: str = DEFAULT_BROKER_URL
+    #: False when CELERY_BROKER_URL is unset: `conquer run --on celery` then starts its own Redis.
+    broker_configured: bool = False
+    result_backend: str = DEFAULT_BROKER_URL
+    key_prefix: str = ""
+    worker_concurrency: int = 1
+    worker_pool: str = "prefork"
+    visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_S
+    chunk_time_limit: int = DEFAULT_CHUNK_TIME_LIMIT_S
+    result_expires: int = DEFAULT_RESULT_EXPIRES_S
+    #: Task events are what Flower shows; without a monitor they are two extra messages per chunk.
+    task_events: bool = True
+
+    def __post_init__(self) -> None:
+        for name, url in ((ENV_BROKER, self.broker_url), (ENV_BACKEND, self.result_backend)):
+            scheme = url.partition("://")[0]
+            if scheme not in BROKER_SCHEMES:
+                raise SettingsError(
+                    f"{name} must be a Redis URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
+                    f"got {mask(url)!r}"
+                )
+        if not re.fullmatch(r"[\w.:-]*", self.key_prefix):
+            raise SettingsError(f"{ENV_PREFIX} may hold only letters, digits and . : _ -")
+        if self.worker_pool not in POOLS:
+            raise SettingsError(f"{ENV_POOL} must be one of {', '.join(POOLS)}, got {self.worker_pool!r}")
+        for name, value, low in (
+            (ENV_CONCURRENCY, self.worker_concurrency, 1),
+            (ENV_TIME_LIMIT, self.chunk_time_limit, 1),
+            (ENV_EXPIRES, self.result_expires, 60),
+        ):
+            if value < low:
+                raise SettingsError(f"{name} must be at least {low}, got {value}")
+        if self.hard_time_limit >= self.visibility_timeout:
+            # A chunk still running when its visibility timeout passes is handed to a second worker,
+            # and that copy to a third: each run would be redelivered before it could finish.
+            raise SettingsError(
+                f"{ENV_VISIBILITY} ({self.visibility_timeout} s) must exceed the chunk hard time limit "
+                f"({ENV_TIME_LIMIT} + {HARD_LIMIT_MARGIN_S} = {self.hard_time_limit} s)"
+            )
+
+    @property
+    def hard_time_limit(self) -> int:
+        return self.chunk_time_limit + HARD_LIMIT_MARGIN_S
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        broker = env.get(ENV_BROKER, "").strip()
+        backend = env.get(ENV_BACKEND, "").strip()
+        return cls(
+            broker_url=broker or DEFAULT_BROKER_URL,
+            broker_configured=bool(broker),
+            result_backend=backend or broker or DEFAULT_BROKER_URL,
+            key_prefix=env.get(ENV_PREFIX, "").strip(),
+            worker_concurrency=_integer(env, ENV_CONCURRENCY, len(os.sched_getaffinity(0))),
+            worker_pool=env.get(ENV_POOL, "").strip() or "prefork",
+            visibility_timeout=_integer(env, ENV_VISIBILITY, DEFAULT_VISIBILITY_TIMEOUT_S),
+            chunk_time_limit=_integer(env, ENV_TIME_LIMIT, DEFAULT_CHUNK_TIME_LIMIT_S),
+            result_expires=_integer(env, ENV_EXPIRES, DEFAULT_RESULT_EXPIRES_S),
+            task_events=_flag(env, ENV_EVENTS, default=True),
+        )
+
+    def with_broker(self, url: str) -> Settings:
+        """These settings pointed at another Redis (broker and results both), e.g. an embedded one."""
+        return dataclasses.replace(self, broker_url=url, result_backend=url, broker_configured=True)
+
+    def to_env(self) -> dict[str, str]:
+        """The variables that rebuild these settings in another process (a worker we start)."""
+        return {
+            ENV_BROKER: self.broker_url,
+            ENV_BACKEND: self.result_backend,
+            ENV_PREFIX: self.key_prefix,
+            ENV_CONCURRENCY: str(self.worker_concurrency),
+            ENV_POOL: self.worker_pool,
+            ENV_VISIBILITY: str(self.visibility_timeout),
+            ENV_TIME_LIMIT: str(self.chunk_time_limit),
+            ENV_EXPIRES: str(self.result_expires),
+            ENV_EVENTS: "1" if self.task_events else "0",
+        }
+
+
+def _integer(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {text!r}") from None
+
+
+def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    text = env.get(name, "").strip().lower()
+    if not text:
+        return default
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be 1 or 0, got {text!r}")
+
+
+def mask(url: str) -> str:
+    """`url` with its password replaced by `***` — the only form in which a URL is ever printed."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
+@cache
+def settings() -> Settings:
+    """The settings of this process, read from the environment on first use."""
+    return Settings.from_env()

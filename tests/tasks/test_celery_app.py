@@ -1,0 +1,85 @@
+"""The Celery app: the settings the reliability story depends on, and Celery's own CLI against it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tasks.celery_app import CHUNK_TASK, COMBINE_TASK, RESTORE_INTERVAL_S, make_app
+from tasks.settings import Settings
+from tests.conftest import Stack, fresh_python
+
+CELERY = [sys.executable, "-m", "celery", "-A", "tasks"]
+
+
+def test_importing_tasks_does_not_load_celery_but_tasks_app_does() -> None:
+    probe = (
+        "import sys, tasks; before = 'celery' in sys.modules; app = tasks.app; "
+        "print(before, type(app).__name__, tasks.celery is app)"
+    )
+    assert fresh_python(probe).split() == ["False", "Celery", "True"]
+
+
+def test_the_app_accepts_json_only_and_acknowledges_chunks_late() -> None:
+    app = make_app(Settings(key_prefix="t"))
+    conf = app.conf
+    assert conf.accept_content == conf.result_accept_content == ["json"]
+    assert conf.task_serializer == conf.result_serializer == "json"
+    assert conf.worker_prefetch_multiplier == 1
+    assert conf.result_expires > 0
+    assert conf.broker_connection_retry_on_startup
+    assert conf.worker_send_task_events
+    chunk = app.tasks[CHUNK_TASK]
+    assert chunk.acks_late
+    assert chunk.reject_on_worker_lost
+    assert chunk.soft_time_limit < chunk.time_limit
+    assert COMBINE_TASK in app.tasks
+    app.close()
+
+
+def test_the_visibility_timeout_is_set_everywhere_celery_reads_it() -> None:
+    settings = Settings(visibility_timeout=33, chunk_time_limit=20, key_prefix="iso")
+    conf = make_app(settings).conf
+    for options in (conf.broker_transport_options, conf.result_backend_transport_options):
+        assert options["visibility_timeout"] == 33
+        assert options["unacked_restore_interval"] == RESTORE_INTERVAL_S
+        assert options["unacked_restore_throttle"] == 1
+        assert options["global_keyprefix"] == "iso:"
+    assert conf.visibility_timeout == 33
+
+
+def celery(stack: Stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CELERY, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **stack.env},
+        check=False,
+    )
+
+
+def test_celery_inspect_ping_reaches_every_worker(celery_stack: Stack) -> None:
+    result = celery(celery_stack, "inspect", "ping", "--timeout", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)) == set(celery_stack.stack.worker_names)
+
+
+def test_celery_call_runs_a_chunk_task(celery_stack: Stack) -> None:
+    message = {"kind": "sum", "index": 0, "start": 1, "stop": 101}
+    sent = celery(celery_stack, "call", CHUNK_TASK, "--args", json.dumps([message]))
+    assert sent.returncode == 0, sent.stderr
+    task_id = sent.stdout.strip()
+    result = celery_stack.client.app.AsyncResult(task_id)
+    deadline = time.monotonic() + 30
+    while not result.ready():
+        if time.monotonic() > deadline:
+            pytest.fail(f"task {task_id} did not finish in 30 s")
+        time.sleep(0.05)
+    assert result.get(timeout=1) == 5050
+    result.forget()

@@ -1,0 +1,80 @@
+"""Settings come from the environment once, are validated, and never print a password."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
+
+
+def test_defaults_need_no_environment() -> None:
+    settings = Settings.from_env({})
+    assert settings.broker_url == settings.result_backend == DEFAULT_BROKER_URL
+    assert not settings.broker_configured
+    assert settings.worker_concurrency >= 1
+    assert settings.hard_time_limit < settings.visibility_timeout
+
+
+def test_the_result_backend_defaults_to_the_broker() -> None:
+    settings = Settings.from_env({"CELERY_BROKER_URL": "redis://:pw@redis:6379/1"})
+    assert settings.broker_configured
+    assert settings.result_backend == "redis://:pw@redis:6379/1"
+    separate = Settings.from_env({"CELERY_BROKER_URL": "redis://a/0", "CELERY_RESULT_BACKEND": "redis://b/2"})
+    assert separate.result_backend == "redis://b/2"
+
+
+def test_to_env_rebuilds_the_same_settings() -> None:
+    settings = Settings.from_env(
+        {
+            "CELERY_BROKER_URL": "redis+socket:///tmp/x/redis.sock",
+            "CONQUER_KEY_PREFIX": "stack-7",
+            "CONQUER_WORKER_CONCURRENCY": "3",
+            "CONQUER_WORKER_POOL": "solo",
+            "CONQUER_VISIBILITY_TIMEOUT": "40",
+            "CONQUER_CHUNK_TIME_LIMIT": "30",
+            "CONQUER_RESULT_EXPIRES": "600",
+        }
+    )
+    assert Settings.from_env(settings.to_env()) == settings
+
+
+@pytest.mark.parametrize(
+    ("environment", "message"),
+    [
+        ({"CELERY_BROKER_URL": "amqp://guest@localhost//"}, "CELERY_BROKER_URL must be a Redis URL"),
+        ({"CELERY_RESULT_BACKEND": "db+sqlite:///x"}, "CELERY_RESULT_BACKEND must be a Redis URL"),
+        ({"CONQUER_WORKER_POOL": "gevent"}, "CONQUER_WORKER_POOL must be one of prefork, solo"),
+        ({"CONQUER_WORKER_CONCURRENCY": "0"}, "CONQUER_WORKER_CONCURRENCY must be at least 1"),
+        ({"CONQUER_WORKER_CONCURRENCY": "two"}, "must be a whole number"),
+        ({"CONQUER_RESULT_EXPIRES": "0"}, "CONQUER_RESULT_EXPIRES must be at least 60"),
+        ({"CONQUER_KEY_PREFIX": "a b"}, "CONQUER_KEY_PREFIX may hold only"),
+        ({"CONQUER_CHUNK_TIME_LIMIT": "20"}, "must exceed the chunk hard time limit"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_by_name(environment: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environment)
+
+
+def test_a_refused_url_is_quoted_without_its_password() -> None:
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"CELERY_BROKER_URL": "amqp://user:hunter2@host//"})
+    assert "hunter2" not in str(refused.value)
+    assert "user:***@host" in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://:s3cret@redis:6379/0", "redis://:***@redis:6379/0"),
+        ("redis://user:s3cret@10.0.0.1/2", "redis://user:***@10.0.0.1/2"),
+        (
+            "rediss://:p%40ss@host:6380/0?ssl_cert_reqs=required",
+            "rediss://:***@host:6380/0?ssl_cert_reqs=required",
+        ),
+        ("redis://localhost:6379/0", "redis://localhost:6379/0"),
+        ("redis+socket:///tmp/conquer-x/redis.sock", "redis+socket:///tmp/conquer-x/redis.sock"),
+    ],
+)
+def test_mask_hides_only_the_password(url: str, shown: str) -> None:
+    assert mask(url) == shown

@@ -1,0 +1,173 @@
+"""The celery executor against real worker processes and a real Redis: exact answers for every kind,
+who ran each chunk, failures naming the range, no key left without a TTL, and an embedded stack that
+leaves nothing running — after success, Ctrl-C, or even a SIGKILLed `conquer`."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conquer.exitcodes import ExitCode
+from tasks import Job, check
+from tests.conftest import CONQUER, Stack, wait_until
+from workers import ChunkError, ChunkResult
+from workers.celery_chord import Deployment, run
+
+JOBS = {
+    "sum": Job("sum", 1_000_003, 16),
+    "primes": Job("primes", 50_021, 7),
+    "download": Job("download", 40, 8, latency=0.002),
+}
+
+
+def on_session_stack(stack: Stack) -> Deployment:
+    return Deployment(stack.client, None, 0.0)
+
+
+@pytest.mark.parametrize("kind", JOBS)
+def test_each_kind_gets_the_exact_answer_through_the_chord(celery_stack: Stack, kind: str) -> None:
+    job = JOBS[kind]
+    seen: list[ChunkResult] = []
+    report = run(job, workers=2, progress=seen.append, deployment=on_session_stack(celery_stack))
+    assert report.value == check(job)
+    assert report.verified
+    assert [chunk.index for chunk in report.chunks] == list(range(job.chunks))
+    assert sorted(chunk.index for chunk in seen) == list(range(job.chunks))
+    # Every chunk ran in a pool process of one of the stack's workers, never here.
+    assert {chunk.host for chunk in report.chunks} <= set(celery_stack.stack.worker_names)
+    assert os.getpid() not in {chunk.pid for chunk in report.chunks}
+    assert report.details["broker"] == "external"
+
+
+def test_a_raising_chunk_fails_the_job_naming_its_range(celery_stack: Stack) -> None:
+    job = Job("sum", 1000, 4, fail_at=600)
+    with pytest.raises(
+        ChunkError, match=r"^chunk 2 \[501, 751\) failed: InjectedFault: injected fault at item 600$"
+    ):
+        run(job, workers=2, deployment=on_session_stack(celery_stack))
+
+
+#: What kombu keeps for as long as the broker is in use, by design without a TTL: exchange bindings
+#: and the queue itself (present only while it holds messages). Everything a job creates must expire.
+BROKER_STRUCTURES = ("_kombu.binding", "conquer", "unacked", "unacked_index")
+
+
+def test_after_a_job_every_key_it_made_expires(celery_stack: Stack) -> None:
+    run(Job("sum", 10_000, 8), workers=2, deployment=on_session_stack(celery_stack))
+    prefix = celery_stack.prefix
+    keys = [key.decode() for key in celery_stack.redis.scan_iter(match=f"{prefix}*", count=1000)]
+    assert any("conquer:job:" in key for key in keys)
+    forever = [
+        key
+        for key in keys
+        if celery_stack.redis.ttl(key) == -1 and not key.removeprefix(prefix).startswith(BROKER_STRUCTURES)
+    ]
+    assert forever == []
+
+
+def test_an_unreachable_configured_broker_exits_3_naming_the_url_without_its_password() -> None:
+    result = subprocess.run(
+        [CONQUER, "run", "sum", "1000", "--on", "celery"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "CELERY_BROKER_URL": "redis://:hunter2@127.0.0.1:1/0"},
+        check=False,
+    )
+    assert result.returncode == ExitCode.BROKER_UNREACHABLE
+    assert result.stderr.count("\n") == 1
+    assert "redis://:***@127.0.0.1:1/0" in result.stderr
+    assert "hunter2" not in result.stderr
+
+
+# ------------------------------------------------------------------------- the embedded stack
+
+
+def embedded(*args: str) -> subprocess.Popen[str]:
+    """`conquer ARGS` with no broker configured (so it starts its own), in its own session."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "CONQUER_"))}
+    return subprocess.Popen(
+        [CONQUER, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+
+
+def stack_processes(parent: psutil.Process) -> list[psutil.Process]:
+    """The Redis server and celery workers (with their pool processes) under `parent`."""
+    found = []
+    for child in parent.children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if "redis-server" in command or "celery" in command:
+            found.append(child)
+    return found
+
+
+def wait_for_stack(process: subprocess.Popen[str]) -> list[psutil.Process]:
+    parent = psutil.Process(process.pid)
+    seen: dict[int, psutil.Process] = {}
+
+    def workers_busy() -> bool:
+        for child in stack_processes(parent):
+            seen[child.pid] = child
+        return any("redis-server" in " ".join(c.cmdline()) for c in seen.values()) and len(seen) >= 3
+
+    wait_until(workers_busy, 60, "the embedded stack never started")
+    return list(seen.values())
+
+
+def assert_all_gone(processes: list[psutil.Process], timeout: float = 15) -> None:
+    _, alive = psutil.wait_procs(processes, timeout=timeout)
+    assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
+
+
+def test_the_embedded_stack_runs_a_job_and_leaves_nothing_running() -> None:
+    process = embedded(
+        "run", "download", "60", "--chunks", "12", "--latency", "0.05", "--on", "celery", "--json"
+    )
+    started = wait_for_stack(process)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == ExitCode.OK, stderr
+    assert '"broker": "embedded"' in stdout
+    assert '"verified": true' in stdout
+    assert_all_gone(started)
+
+
+def test_ctrl_c_stops_the_embedded_stack_and_exits_130() -> None:
+    process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
+    started = wait_for_stack(process)
+    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert stderr.strip() == "conquer: interrupted"
+    assert_all_gone(started)
+
+
+def test_a_sigkilled_conquer_takes_its_embedded_stack_with_it() -> None:
+    process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
+    started = wait_for_stack(process)
+    directories = {
+        Path(match).parent
+        for child in started
+        for match in re.findall(r"/\S*/conquer-\w+/redis\.sock", " ".join(child.cmdline()))
+    }
+    process.kill()
+    process.communicate(timeout=30)
+    assert_all_gone(started, timeout=30)
+    # Nobody was left to remove the stack's directory (its logs): the test does.
+    assert len(directories) == 1
+    for directory in directories:
+        shutil.rmtree(directory)

