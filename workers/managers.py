@@ -48,6 +48,7 @@ from workers.processes.supervise import (
     POLL_S,
     accept,
     check_workers,
+    ctrl_c_held,
     exited,
     get_context,
     ignore_sigint,
@@ -137,7 +138,8 @@ def serving(context: Any, host: str = "127.0.0.1") -> Iterator[tuple[JobQueues, 
     """Start a queue server on `host` and a free port with a fresh random authkey; shut it down after."""
     authkey = secrets.token_bytes(32)
     manager = JobQueues(address=(host, 0), authkey=authkey, serializer=SERIALIZER, ctx=context)
-    manager.start(_serve)
+    with ctrl_c_held(context.get_start_method()):
+        manager.start(_serve)
     try:
         yield manager, authkey
     finally:
@@ -166,8 +168,10 @@ def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
                 )
                 for n in range(count)
             ]
-            for process in processes:
-                process.start()
+            with ctrl_c_held(context.get_start_method()):
+                for process in processes:
+                    process.start()
+            for _ in processes:
                 todo.put(None)
             while len(results) < len(chunks):
                 exited_before_read = exited(processes)

@@ -24,6 +24,7 @@ from workers.processes.supervise import (
     POLL_S,
     accept,
     check_workers,
+    ctrl_c_held,
     exited,
     get_context,
     ignore_sigint,
@@ -42,7 +43,8 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
     chunks = split(job)
     began = time.perf_counter()
     manager = SyncManager(ctx=context)
-    manager.start(ignore_sigint)
+    with ctrl_c_held(start_method):
+        manager.start(ignore_sigint)
     collected: list[ChunkResult] = []
     processes = []
     try:
@@ -54,8 +56,10 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
             context.Process(target=work, args=(todo, results), name=f"manager-worker-{number}", daemon=True)
             for number in range(min(workers, len(chunks)))
         ]
-        for process in processes:
-            process.start()
+        with ctrl_c_held(start_method):
+            for process in processes:
+                process.start()
+        for _ in processes:
             todo.put(None)
         seen: set[int] = set()
         while len(seen) < len(chunks):

@@ -20,6 +20,7 @@ from workers.processes.supervise import (
     POLL_S,
     accept,
     check_workers,
+    ctrl_c_held,
     exited,
     get_context,
     ignore_sigint,
@@ -49,8 +50,9 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
     unsent = iter(chunks)
     results: list[ChunkResult] = []
     try:
-        for process in processes:
-            process.start()
+        with ctrl_c_held(start_method):
+            for process in processes:
+                process.start()
         for _, child in pipes:
             child.close()  # the parent's copy: without it, a dead worker's pipe never reports EOF
         busy = set(owner)  # pipes whose worker is computing a chunk we are waiting for

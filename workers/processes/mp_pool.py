@@ -25,7 +25,7 @@ from workers.base import (
     attempt,
     make_report,
 )
-from workers.processes.supervise import accept, get_context, ignore_sigint, stop
+from workers.processes.supervise import accept, ctrl_c_held, get_context, ignore_sigint, stop
 
 
 def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
@@ -37,7 +37,10 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
     results: list[ChunkResult] = []
     finished = False
     try:
-        pending: set[Future[ChunkResult | ChunkFailure]] = {pool.submit(attempt, chunk) for chunk in chunks}
+        with ctrl_c_held(start_method):  # the pool starts its processes on the first submits
+            pending: set[Future[ChunkResult | ChunkFailure]] = {
+                pool.submit(attempt, chunk) for chunk in chunks
+            }
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

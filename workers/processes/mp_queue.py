@@ -21,6 +21,7 @@ from workers.processes.supervise import (
     POLL_S,
     accept,
     check_workers,
+    ctrl_c_held,
     exited,
     get_context,
     ignore_sigint,
@@ -46,12 +47,15 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
     ]
     results: list[ChunkResult] = []
     try:
-        for process in processes:
-            process.start()
-        for chunk in chunks:
-            todo.put(chunk)
-        for _ in processes:
-            todo.put(None)
+        # The puts too: a Ctrl-C landing inside Queue.put() can leave the queue's internal lock held,
+        # and the queue's exit handler then waits for that lock forever.
+        with ctrl_c_held(start_method):
+            for process in processes:
+                process.start()
+            for chunk in chunks:
+                todo.put(chunk)
+            for _ in processes:
+                todo.put(None)
         while len(results) < len(chunks):
             exited_before_read = exited(processes)
             try:

@@ -29,7 +29,15 @@ from workers.base import (
     attempt,
     make_report,
 )
-from workers.processes.supervise import POLL_S, check_workers, exited, get_context, ignore_sigint, stop
+from workers.processes.supervise import (
+    POLL_S,
+    check_workers,
+    ctrl_c_held,
+    exited,
+    get_context,
+    ignore_sigint,
+    stop,
+)
 
 #: Bytes kept of a failed chunk's error text.
 ERROR_BYTES = 400
@@ -121,8 +129,9 @@ def run(job: Job, *, workers: int, start_method: str, progress: Progress | None 
     ]
     reported: set[int] = set()
     try:
-        for process in processes:
-            process.start()
+        with ctrl_c_held(start_method):
+            for process in processes:
+                process.start()
         while True:
             running = [process.sentinel for process in processes if process.exitcode is None]
             if running:

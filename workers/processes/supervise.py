@@ -6,7 +6,9 @@ from __future__ import annotations
 import multiprocessing
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -28,8 +30,32 @@ def get_context(start_method: str) -> Any:
 
 def ignore_sigint() -> None:
     """Run first in every worker: Ctrl-C reaches the whole process group, and only the parent should
-    act on it — by stopping the workers — instead of every child printing its own traceback."""
+    act on it — by stopping the workers — instead of every child printing its own traceback.
+
+    The child was started with SIGINT blocked (`ctrl_c_held`), so a Ctrl-C that came while it booted
+    is still pending: ignoring before unblocking discards it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextmanager
+def ctrl_c_held(start_method: str) -> Iterator[None]:
+    """Start workers (and hand out work) inside this block: SIGINT is blocked in this thread
+    meanwhile, and a child inherits the blocked mask through fork and exec, so it cannot be
+    interrupted half-way through booting, before `ignore_sigint` runs. A Ctrl-C pressed meanwhile
+    reaches this process as soon as the block ends (and the caller's clean-up stops the workers)."""
+    if start_method != "fork":
+        # Starting the resource tracker (spawn and forkserver need it) *unblocks* SIGINT when done,
+        # which would undo the block below for every worker started after it: start it first.
+        resource_tracker.ensure_running()
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        if start_method == "forkserver":
+            # Workers are forked from the fork server and inherit its mask: start it blocked too.
+            forkserver.ensure_running()
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def describe_exit(exitcode: int) -> str:
