@@ -1,0 +1,158 @@
+"""Series `memory`: peak memory of `conquer run sum N --on processes` — the command and every worker it
+starts — at two N, to show that it does not grow with N (a chunk is a range, never a list of numbers).
+
+The command runs as a child of the bench; its process tree is sampled every 10 ms with psutil. Two
+figures per sample: the sum of RSS over the tree (what `ps` would add up; it counts pages that forked
+workers share with their parent once per process, so it overstates) and, on Linux, the sum of PSS
+(each shared page split among its sharers: the tree's real footprint). The peak of each over the run
+is one sample; the command's own JSON says whether its answer was verified.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from conquer.bench.points import Point, Series, timed
+from conquer.bench.profiles import Profile
+from conquer.bench.progress import Reporter
+
+SAMPLE_INTERVAL_S = 0.01
+#: sum 10^9 on 2 cores takes about a minute; a run still going after this is stuck.
+RUN_DEADLINE_S = 1800.0
+#: Within this factor the two sizes count as "flat" (the allocator and the interpreter wobble a little).
+FLAT_WITHIN = 1.10
+INSTALL_HINT = "pip install 'conquer[bench]' (from a checkout: pip install -e '.[bench]')"
+
+
+class MemoryProbeError(RuntimeError):
+    pass
+
+
+def sample_tree(root: Any, psutil: Any) -> tuple[int, int, int | None]:
+    """(sum of RSS, largest single RSS, sum of PSS or None) over `root` and its descendants now."""
+    rss_total, rss_largest, pss_total = 0, 0, 0
+    has_pss = True
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            info = process.memory_full_info()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+            continue  # it exited between the listing and the reading
+        rss_total += info.rss
+        rss_largest = max(rss_largest, info.rss)
+        if hasattr(info, "pss"):
+            pss_total += info.pss
+        else:
+            has_pss = False
+    return rss_total, rss_largest, pss_total if has_pss else None
+
+
+def peak_of_run(argv: list[str], psutil: Any) -> dict[str, Any]:
+    """Run `argv`, sampling its process tree until it exits; its peaks, wall time and JSON output."""
+    with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
+        began = time.perf_counter()
+        root = psutil.Popen(argv, stdout=output, stderr=errors, stdin=subprocess.DEVNULL)
+        peak_rss = peak_single = 0
+        peak_pss: int | None = None
+        deadline = time.monotonic() + RUN_DEADLINE_S
+        try:
+            while root.poll() is None:
+                if time.monotonic() > deadline:
+                    raise MemoryProbeError(f"{' '.join(argv[2:])} did not finish in {RUN_DEADLINE_S:g} s")
+                try:
+                    rss, single, pss = sample_tree(root, psutil)
+                except psutil.NoSuchProcess:
+                    continue  # the command exited while being sampled: poll() says so next
+                peak_rss, peak_single = max(peak_rss, rss), max(peak_single, single)
+                if pss is not None:
+                    peak_pss = max(peak_pss or 0, pss)
+                time.sleep(SAMPLE_INTERVAL_S)  # the sampling period, not a wait for an event
+        finally:
+            if root.poll() is None:
+                for process in [root, *root.children(recursive=True)]:
+                    process.kill()
+                root.wait()
+        wall = time.perf_counter() - began
+        output.seek(0)
+        errors.seek(0)
+        stdout, stderr = output.read().decode(), errors.read().decode()
+    if root.returncode != 0:
+        raise MemoryProbeError(f"exit {root.returncode}: {stderr.strip()[:200]}")
+    return {
+        "peak_rss": peak_rss,
+        "peak_single_rss": peak_single,
+        "peak_pss": peak_pss,
+        "wall_s": wall,
+        "report": json.loads(stdout),
+    }
+
+
+def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+    sizes = profile.memory_n
+    series = Series(
+        "memory",
+        "Peak memory",
+        f"Peak memory of `conquer run sum N --on processes --workers {cores}` (the command and all its "
+        f"workers) at N = {sizes[0]:_} and {sizes[1]:_}; sampled every {SAMPLE_INTERVAL_S * 1000:g} ms: "
+        "the sum of RSS over the process tree (overstates: pages shared after fork count once per "
+        "process) and the sum of PSS (shared pages split among their sharers).",
+        parameters={"kind": "sum", "n": list(sizes), "executor": "processes", "workers": cores},
+    )
+    try:
+        psutil = importlib.import_module("psutil")
+    except ImportError:
+        series.skip("memory", f"psutil is not installed; install the bench extra: {INSTALL_HINT}")
+        return series
+    reporter.begin(series, len(sizes) * profile.repeats)
+    points = [
+        Point(
+            "processes",
+            {"kind": "sum", "n": n, "executor": "processes", "workers": cores},
+            "peak_rss_bytes",
+            "bytes",
+        )
+        for n in sizes
+    ]
+    extras: dict[int, dict[str, list[float]]] = {n: {"pss": [], "single": [], "wall": []} for n in sizes}
+    with timed(series):
+        for _ in range(profile.repeats):
+            for n, point in zip(sizes, points, strict=True):
+                reporter.tick()
+                if point.error is not None:
+                    continue
+                argv = [sys.executable, "-m", "conquer", "run", "sum", str(n), "--on", "processes"]
+                argv += ["--workers", str(cores), "--json"]
+                try:
+                    run = peak_of_run(argv, psutil)
+                except (MemoryProbeError, OSError, ValueError) as error:
+                    point.error = f"{type(error).__name__}: {error}"
+                    continue
+                if not run["report"].get("verified"):
+                    point.verified = False
+                    point.error = f"wrong answer: {run['report'].get('value')} != n(n+1)/2"
+                    continue
+                point.samples.append(run["peak_rss"])
+                if run["peak_pss"] is not None:
+                    extras[n]["pss"].append(run["peak_pss"])
+                extras[n]["single"].append(run["peak_single_rss"])
+                extras[n]["wall"].append(run["wall_s"])
+    for n, point in zip(sizes, points, strict=True):
+        point.derived = {
+            key: statistics.median(values) if values else None
+            for key, values in (
+                ("peak_pss_bytes", extras[n]["pss"]),
+                ("peak_largest_process_rss_bytes", extras[n]["single"]),
+                ("wall_s", extras[n]["wall"]),
+            )
+        }
+    series.points = points
+    small, large = (point.median for point in points)
+    growth = large / small if small and large else None
+    series.derived = {"growth": growth, "flat": growth is not None and growth <= FLAT_WITHIN}
+    return series

@@ -1,0 +1,69 @@
+"""What `conquer bench` shows on stderr while it runs: a bar per series on a terminal, and one line per
+finished series everywhere (a full run takes a quarter of an hour; a log should say where it is)."""
+
+from __future__ import annotations
+
+import sys
+from types import TracebackType
+from typing import Any
+
+from conquer.bench.points import Series
+
+
+class Reporter:
+    def __init__(self, bar: bool) -> None:
+        self._bar_enabled = bar
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Reporter:
+        if self._bar_enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            from conquer.render import console
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console(stderr=True),
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def begin(self, series: Series, runs: int) -> None:
+        """Start showing `series`, which will take `runs` measurements."""
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.remove_task(self._task)
+            self._task = self._bar.add_task(series.title, total=runs)
+
+    def tick(self) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task)
+
+    def end(self, series: Series) -> None:
+        failed = sum(1 for point in series.points if not point.ok)
+        load = series.load_after[0] if series.load_after else None
+        parts = [f"{len(series.points)} points in {series.duration_s:.1f} s"]
+        if load is not None:
+            parts.append(f"load {load:.2f}")
+        if failed:
+            parts.append(f"{failed} FAILED")
+        if series.skipped:
+            parts.append("skipped: " + ", ".join(item["what"] for item in series.skipped))
+        self.line(f"{series.name}: {'; '.join(parts)}")
+
+    def line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=sys.stderr, flush=True)
