@@ -83,10 +83,10 @@ PROFILES = {
         Profile(
             name="quick",
             repeats=5,
-            cpu_sum_n=1_000_000,
-            cpu_primes_n=50_000,
+            cpu_sum_n=2_000_000,
+            cpu_primes_n=100_000,
             cpu_chunks=16,
-            target_n=5_000_000,
+            target_n=10_000_000,
             target_chunks=TARGET_CHUNKS,
             granularity_n=1_000_000,
             granularity_chunks=(1, 4, 16, 64, 256, 1024),

@@ -51,8 +51,12 @@ class Endpoint:
     def connect(self) -> socket.socket:
         if self.socket_path:
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            client.settimeout(2)
-            client.connect(self.socket_path)
+            try:
+                client.settimeout(2)
+                client.connect(self.socket_path)
+            except OSError:
+                client.close()
+                raise
             return client
         return socket.create_connection(("127.0.0.1", self.port or 0), timeout=2)
 

@@ -2,7 +2,8 @@
 runs Python code (it sends its pid back over a pipe).
 
 - fork: a copy of the parent — fast, whatever the parent has imported.
-- spawn: a fresh interpreter that imports the target's module — tens of milliseconds each.
+- spawn: a fresh interpreter that imports the parent's main module and the target's module — tens to
+  hundreds of milliseconds each.
 - forkserver: a fork of a small server process started on first use. One untimed start per method
   comes first, so the server's own start is not counted in every sample.
 """
@@ -72,7 +73,8 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
         "Process start-up",
         f"Seconds to start W = {counts[0]}..{counts[-1]} processes under each start method until every "
         "one runs Python code (each sends its pid back over a pipe; the pids are checked). The child's "
-        "module imports only the standard library, so this is the start method's own cost.",
+        "own module imports only the standard library; a spawned child also re-imports the parent's "
+        "main module (here the `conquer` script, so click and conquer.cli), as every spawned worker does.",
         parameters={"start_methods": methods, "workers": list(counts)},
     )
     for method in START_METHODS:

@@ -41,9 +41,9 @@ def figure(key: str, value: Any) -> str:
         return str(value) if not isinstance(value, list) else ", ".join(str(item) for item in value)
     formats: list[tuple[Callable[[str], bool], Callable[[float], str]]] = [
         (lambda name: name.endswith("bytes"), megabytes),
+        (lambda name: name.endswith("per_s") or name == "per_second", rate),
         (lambda name: name.endswith("_s"), duration),
         (lambda name: name in ("efficiency", "of_limit", "spread"), percent),
-        (lambda name: "per_s" in name or name == "per_second", rate),
         (lambda name: "speedup" in name or name in ("growth", "celery_over_processes"), ratio),
     ]
     for matches, render in formats:
