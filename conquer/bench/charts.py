@@ -128,12 +128,18 @@ def granularity(axes: Axes, series: dict[str, Any]) -> None:
             axes.plot(fitted, [fit["fixed_s"] + per_chunk * c for c in fitted], linestyle="--",
                       color=lines[0].get_color(), linewidth=1)  # fmt: skip
     axes.set_xscale("log", base=2)
+    axes.set_xticks(series["parameters"]["chunks"], [str(c) for c in series["parameters"]["chunks"]])
     axes.set_yscale("log")
     axes.set_xlabel("chunks")
     axes.set_ylabel("wall time (s)")
     parameters = series["parameters"]
     axes.set_title(f"sum 1..{parameters['n']:_} on {parameters['workers']} workers: time against chunk count")
     axes.legend(fontsize=8)
+
+
+def legend_outside(axes: Axes) -> None:
+    """Below the plot, where bars that reach the limit line cannot hide it."""
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
 
 
 def horizontal_bars(
@@ -150,13 +156,13 @@ def io(axes: Axes, series: dict[str, Any]) -> None:
     points = [p for p in measured(series["points"]) if p["derived"].get("speedup")]
     horizontal_bars(axes, points, [p["derived"]["speedup"] for p in points], "tab:blue", "{:.1f}×".format)
     limit = series["derived"]["latency_limit_speedup"]
-    axes.axvline(limit, color="tab:red", linestyle="--", label=f"latency limit {limit:g}× (= the target)")
+    axes.axvline(limit, color="tab:red", linestyle="--", label=f"latency limit {limit:g}× = n / ceil(n / W)")
     parameters = series["parameters"]
     axes.set_xlabel("speedup over serial")
     axes.set_title(
         f"download {parameters['n']} × {parameters['latency'] * 1000:g} ms, {parameters['workers']} workers"
     )
-    axes.legend(fontsize=8, loc="lower right")
+    legend_outside(axes)
 
 
 def trivial(axes: Axes, series: dict[str, Any]) -> None:
@@ -169,7 +175,7 @@ def trivial(axes: Axes, series: dict[str, Any]) -> None:
     axes.set_xlabel("chunks per second (log scale)")
     parameters = series["parameters"]
     axes.set_title(f"{parameters['chunks']} one-item chunks on {parameters['workers']} workers")
-    axes.legend(fontsize=8, loc="lower right")
+    legend_outside(axes)
 
 
 def round_trip(axes: Axes, series: dict[str, Any]) -> None:
