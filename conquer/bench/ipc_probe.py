@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from multiprocessing.managers import SyncManager
+from typing import Any
 
 from tasks import Chunk
 from workers.base import ChunkResult
@@ -55,19 +56,24 @@ def pipe_echo(start_method: str) -> Iterator[RoundTrip]:
         stop([process])
 
 
+def through_queues(todo: Any, done: Any) -> RoundTrip:
+    """A round trip over a pair of queues (multiprocessing's, or a manager's proxies of them)."""
+
+    def round_trip(chunk: Chunk) -> object:
+        todo.put(chunk)
+        return done.get(timeout=REPLY_DEADLINE_S)
+
+    return round_trip
+
+
 @contextmanager
 def queue_echo(start_method: str) -> Iterator[RoundTrip]:
     context = get_context(start_method)
     todo, done = context.Queue(), context.Queue()
     process = context.Process(target=mp_queue.work, args=(todo, done), name="probe-queue-worker", daemon=True)
     process.start()
-
-    def round_trip(chunk: Chunk) -> object:
-        todo.put(chunk)
-        return done.get(timeout=REPLY_DEADLINE_S)
-
     try:
-        yield round_trip
+        yield through_queues(todo, done)
     finally:
         todo.put(None)
         stop([process])
@@ -87,13 +93,8 @@ def manager_echo(start_method: str) -> Iterator[RoundTrip]:
             target=mp_queue.work, args=(todo, done), name="probe-manager-worker", daemon=True
         )
         process.start()
-
-        def round_trip(chunk: Chunk) -> object:
-            todo.put(chunk)
-            return done.get(timeout=REPLY_DEADLINE_S)
-
         try:
-            yield round_trip
+            yield through_queues(todo, done)
         finally:
             stop([process])
     finally:

@@ -18,18 +18,9 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self._bar_enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from conquer.render import progress_display
 
-            from conquer.render import console
-
-            self._bar = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console(stderr=True),
-                transient=True,
-            )
+            self._bar = progress_display()
             self._bar.start()
         return self
 

@@ -205,15 +205,3 @@ def test_an_out_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     result = conquer("bench", "--tiny", "--out", str(occupied))
     assert result.returncode == ExitCode.USAGE
     assert "is a file" in result.stderr
-
-
-def test_help_loads_no_bench_machinery() -> None:
-    """The bench command is registered at start-up, but the suite, matplotlib and psutil are not."""
-    probe = (
-        "import sys; from conquer import cli; "
-        "print(sorted(m for m in ('matplotlib', 'psutil', 'conquer.bench.suite') if m in sys.modules))"
-    )
-    output = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=30
-    ).stdout
-    assert output.strip() == "[]"
