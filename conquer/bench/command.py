@@ -73,7 +73,8 @@ def bench(
     """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
     import dataclasses
 
-    from conquer.bench import charts, suite, tables
+    from conquer.bench import charts, suite
+    from conquer.bench.interrupts import Interrupts, stop_children
     from conquer.bench.profiles import PROFILES
     from conquer.bench.progress import Reporter
     from conquer.cli import Failure
@@ -89,9 +90,20 @@ def bench(
     except OSError as error:
         raise Failure(f"cannot write to {out}: {error.strerror}", ExitCode.USAGE) from None
     command = shlex.join(["conquer", *sys.argv[1:]])
-    with Reporter(bar=sys.stderr.isatty()) as reporter:
-        reporter.line(f"conquer bench: {profile.name} profile, {profile.repeats} runs per point → {out}")
-        document = suite.run(profile, names, reporter, command)
+    run = suite.Run(profile, command)
+    try:
+        with (
+            Interrupts() as interrupts,
+            Reporter(bar=sys.stderr.isatty(), check=interrupts.check) as reporter,
+        ):
+            reporter.line(f"conquer bench: {profile.name} profile, {profile.repeats} runs per point → {out}")
+            run.measure(names, reporter)
+    except KeyboardInterrupt:
+        stop_children()
+        write(run.document(), out)  # what was measured so far, without charts: Ctrl-C wants out now
+        click.echo(f"conquer bench: interrupted; wrote what was measured to {out}/{JSON_FILE}", err=True)
+        raise
+    document = run.document()
     if charts.available():
         document["charts"] = charts.render(document, out)
     else:
@@ -101,8 +113,7 @@ def bench(
             f"{charts.INSTALL_HINT}",
             err=True,
         )
-    (out / JSON_FILE).write_text(json.dumps(document, indent=2) + "\n")
-    (out / MARKDOWN_FILE).write_text(tables.render(document))
+    write(document, out)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
@@ -111,6 +122,13 @@ def bench(
     if wrong:
         return ExitCode.WRONG_ANSWER
     return ExitCode.JOB_FAILED if failed else ExitCode.OK
+
+
+def write(document: dict[str, Any], out: Path) -> None:
+    from conquer.bench import tables
+
+    (out / JSON_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    (out / MARKDOWN_FILE).write_text(tables.render(document))
 
 
 def summarize(doc: dict[str, Any], out: Path) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from tasks import Chunk
 from workers.base import ChunkResult
 from workers.processes import mp_pipe, mp_queue
-from workers.processes.supervise import get_context, ignore_sigint, stop
+from workers.processes.supervise import ctrl_c_held, get_context, ignore_sigint, stop
 
 #: A reply that takes longer than this means the worker is gone or stuck, not slow.
 REPLY_DEADLINE_S = 10.0
@@ -40,7 +40,8 @@ def pipe_echo(start_method: str) -> Iterator[RoundTrip]:
     context = get_context(start_method)
     parent, child = context.Pipe()
     process = context.Process(target=mp_pipe.work, args=(child,), name="probe-pipe-worker", daemon=True)
-    process.start()
+    with ctrl_c_held(start_method):
+        process.start()
     child.close()
 
     def round_trip(chunk: Chunk) -> object:
@@ -71,12 +72,12 @@ def queue_echo(start_method: str) -> Iterator[RoundTrip]:
     context = get_context(start_method)
     todo, done = context.Queue(), context.Queue()
     process = context.Process(target=mp_queue.work, args=(todo, done), name="probe-queue-worker", daemon=True)
-    process.start()
+    with ctrl_c_held(start_method):
+        process.start()
     try:
         yield through_queues(todo, done)
     finally:
-        todo.put(None)
-        stop([process])
+        stop([process])  # it waits in get(): terminated, as a sentinel put after a Ctrl-C could hang
         todo.cancel_join_thread()
 
 
@@ -84,7 +85,8 @@ def queue_echo(start_method: str) -> Iterator[RoundTrip]:
 def manager_echo(start_method: str) -> Iterator[RoundTrip]:
     context = get_context(start_method)
     manager = SyncManager(ctx=context)
-    manager.start(ignore_sigint)
+    with ctrl_c_held(start_method):  # see workers.processes.mp_manager
+        manager.start(ignore_sigint)
     try:
         # Proxies of queues in the manager's server process: every put and get is a request over a
         # socket to that process, as every broker operation is a request to Redis.
@@ -92,7 +94,8 @@ def manager_echo(start_method: str) -> Iterator[RoundTrip]:
         process = context.Process(
             target=mp_queue.work, args=(todo, done), name="probe-manager-worker", daemon=True
         )
-        process.start()
+        with ctrl_c_held(start_method):
+            process.start()
         try:
             yield through_queues(todo, done)
         finally:

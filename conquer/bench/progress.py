@@ -4,6 +4,7 @@ finished series everywhere (a full run takes a quarter of an hour; a log should 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -11,7 +12,10 @@ from conquer.bench.points import Series
 
 
 class Reporter:
-    def __init__(self, bar: bool) -> None:
+    """`check` runs after every measurement (`tick`): the place to raise a pending Ctrl-C."""
+
+    def __init__(self, bar: bool, check: Callable[[], None] = lambda: None) -> None:
+        self._check = check
         self._bar_enabled = bar
         self._bar: Any = None
         self._task: Any = None
@@ -40,6 +44,7 @@ class Reporter:
     def tick(self) -> None:
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task)
+        self._check()
 
     def end(self, series: Series) -> None:
         failed = sum(1 for point in series.points if not point.ok)

@@ -20,7 +20,7 @@ from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
 from conquer.bench.ready import report_ready
 from workers import START_METHODS
-from workers.processes.supervise import get_context, stop
+from workers.processes.supervise import ctrl_c_held, get_context, stop
 
 #: Starting a process takes milliseconds; a child that has not reported by then never will.
 READY_DEADLINE_S = 30.0
@@ -41,8 +41,9 @@ def start_processes(start_method: str, count: int) -> float:
     pids: set[int] = set()
     try:
         began = time.perf_counter()
-        for process in processes:
-            process.start()
+        with ctrl_c_held(start_method):  # as the executors start their workers
+            for process in processes:
+                process.start()
         for _, writer in pipes:
             writer.close()  # the parent's copy; the child holds its own
         waiting: list[Connection] = [reader for reader, _ in pipes]

@@ -40,33 +40,52 @@ MEASURES: dict[str, Measure] = {
 assert tuple(MEASURES) == SERIES, "conquer.bench.SERIES lists the series in the order they run"
 
 
-def run(profile: Profile, names: Sequence[str], reporter: Reporter, command: str) -> dict[str, Any]:
-    """Measure each series in `names` (in SERIES order) and return the whole document."""
-    started = datetime.now(UTC)
-    began = time.perf_counter()
-    facts = machine.record()
-    cores = machine.cores()
-    measured: list[Series] = []
-    for name in SERIES:
-        if name in names:
-            series = MEASURES[name](profile, cores, reporter)
-            reporter.end(series)
-            measured.append(series)
-    by_name = {series.name: series.to_dict() for series in measured}
-    return {
-        "schema": SCHEMA,
-        "profile": profile.name,
-        "repeats": profile.repeats,
-        "command": command,
-        "started": started.isoformat(timespec="seconds"),
-        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "duration_s": round(time.perf_counter() - began, 3),
-        "machine": {**facts, "load_average_after": machine.load_average()},
-        "series": list(by_name.values()),
-        "targets": targets.evaluate(by_name),
-        "charts": [],
-        "notes": notes(by_name),
-    }
+class Run:
+    """One bench run: the series measured so far, and the document they make up — complete, or, after
+    Ctrl-C, as far as it got (a quarter of an hour of measuring is not thrown away)."""
+
+    def __init__(self, profile: Profile, command: str) -> None:
+        self.profile = profile
+        self.command = command
+        self.started = datetime.now(UTC)
+        self.began = time.perf_counter()
+        self.facts = machine.record()
+        self.measured: list[Series] = []
+        self.running: str | None = None
+
+    def measure(self, names: Sequence[str], reporter: Reporter) -> None:
+        """Measure each series in `names`, in SERIES order."""
+        cores = machine.cores()
+        for name in SERIES:
+            if name in names:
+                self.running = name
+                series = MEASURES[name](self.profile, cores, reporter)
+                reporter.end(series)
+                self.measured.append(series)
+        self.running = None
+
+    def document(self) -> dict[str, Any]:
+        by_name = {series.name: series.to_dict() for series in self.measured}
+        found = notes(by_name)
+        if self.running is not None:
+            found.insert(
+                0, f"interrupted while measuring {self.running}: it and the series after it are missing"
+            )
+        return {
+            "schema": SCHEMA,
+            "profile": self.profile.name,
+            "repeats": self.profile.repeats,
+            "command": self.command,
+            "complete": self.running is None,
+            "started": self.started.isoformat(timespec="seconds"),
+            "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+            "duration_s": round(time.perf_counter() - self.began, 3),
+            "machine": {**self.facts, "load_average_after": machine.load_average()},
+            "series": list(by_name.values()),
+            "targets": targets.evaluate(by_name),
+            "charts": [],
+            "notes": found,
+        }
 
 
 def notes(series: dict[str, dict[str, Any]]) -> list[str]:

@@ -154,7 +154,7 @@ def targets_table(document: dict[str, Any]) -> list[str]:
 
 def render(document: dict[str, Any]) -> str:
     out = [
-        f"# conquer bench — {document['profile']} run",
+        f"# conquer bench — {document['profile']} run" + ("" if document["complete"] else " (INTERRUPTED)"),
         "",
         *machine_lines(document),
         "",

@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
+import threading
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+import psutil
 import pytest
 
 import workers
 from conquer import machine
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES, charts, targets
 from conquer.exitcodes import ExitCode
-from tests.conftest import conquer
+from tests.conftest import CONQUER, conquer, wait_until
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "bench" / "schema.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -205,3 +209,38 @@ def test_an_out_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     result = conquer("bench", "--tiny", "--out", str(occupied))
     assert result.returncode == ExitCode.USAGE
     assert "is a file" in result.stderr
+
+
+def test_ctrl_c_keeps_the_series_already_measured_and_exits_130(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole foreground process group; do the same after the first
+    series: the document holds it, says it is incomplete, and no worker is left behind."""
+    process = subprocess.Popen(
+        [CONQUER, "bench", "--tiny", "--series", "ratios,cpu,startup", "--out", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stderr or []), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any(line.startswith("ratios:") for line in lines), 60, "ratios never finished")
+        children = psutil.Process(process.pid).children(recursive=True)
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=30) == ExitCode.INTERRUPTED
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        reader.join(10)
+        process.stderr.close()
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left behind: {alive}"
+    assert "interrupted; wrote what was measured" in "".join(lines)
+    document = json.loads((tmp_path / JSON_FILE).read_text())
+    validate(document)
+    assert document["complete"] is False
+    assert document["series"][0]["name"] == "ratios"
+    assert document["notes"][0].startswith("interrupted while measuring")
