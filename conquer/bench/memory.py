@@ -2,14 +2,21 @@
 starts — at two N, to show that it does not grow with N (a chunk is a range, never a list of numbers).
 
 The command runs as a child of the bench; its process tree is sampled every 10 ms with psutil. Two
-figures per sample: the sum of RSS over the tree (what `ps` would add up; it counts pages that forked
-workers share with their parent once per process, so it overstates) and, on Linux, the sum of PSS
-(each shared page split among its sharers: the tree's real footprint). The peak of each over the run
-is one sample; the command's own JSON says whether its answer was verified.
+figures per run:
+
+- peak RSS of the tree: the sum, over every process seen, of that process's own peak RSS (the kernel's
+  high-water mark, VmHWM on Linux, which no sampling gap can miss once the process has been seen). It
+  is an upper bound — the processes' peaks need not coincide — and it counts pages that forked workers
+  share with their parent once per process;
+- peak PSS of the tree: the largest sum of PSS over one sample (each shared page split among its
+  sharers: the tree's real footprint).
+
+The command's own JSON says whether its answer was verified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import statistics
@@ -17,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from conquer.bench.points import Point, Series, timed
@@ -35,43 +44,52 @@ class MemoryProbeError(RuntimeError):
     pass
 
 
-def sample_tree(root: Any, psutil: Any) -> tuple[int, int, int | None]:
-    """(sum of RSS, largest single RSS, sum of PSS or None) over `root` and its descendants now."""
-    rss_total, rss_largest, pss_total = 0, 0, 0
-    has_pss = True
-    for process in [root, *root.children(recursive=True)]:
-        try:
-            info = process.memory_full_info()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-            continue  # it exited between the listing and the reading
-        rss_total += info.rss
-        rss_largest = max(rss_largest, info.rss)
-        if hasattr(info, "pss"):
-            pss_total += info.pss
-        else:
-            has_pss = False
-    return rss_total, rss_largest, pss_total if has_pss else None
+def high_water_mark(pid: int) -> int | None:
+    """The kernel's record of a process's peak RSS (VmHWM, Linux), in bytes; None where unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+@dataclass
+class TreePeaks:
+    """What the samples of one process tree have seen: each process's peak RSS, and the peak PSS sum."""
+
+    per_process: dict[int, int] = field(default_factory=dict)
+    pss: int | None = None
+
+    def sample(self, root: Any, psutil: Any) -> None:
+        pss_total: int | None = 0
+        for process in [root, *root.children(recursive=True)]:
+            try:
+                info = process.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
+                continue  # it exited between the listing and the reading
+            peak = max(high_water_mark(process.pid) or 0, info.rss)
+            self.per_process[process.pid] = max(self.per_process.get(process.pid, 0), peak)
+            pss = getattr(info, "pss", None)
+            pss_total = pss_total + pss if pss_total is not None and pss is not None else None
+        if pss_total is not None:
+            self.pss = max(self.pss or 0, pss_total)
 
 
 def peak_of_run(argv: list[str], psutil: Any) -> dict[str, Any]:
     """Run `argv`, sampling its process tree until it exits; its peaks, wall time and JSON output."""
+    peaks = TreePeaks()
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
         began = time.perf_counter()
         root = psutil.Popen(argv, stdout=output, stderr=errors, stdin=subprocess.DEVNULL)
-        peak_rss = peak_single = 0
-        peak_pss: int | None = None
         deadline = time.monotonic() + RUN_DEADLINE_S
         try:
             while root.poll() is None:
                 if time.monotonic() > deadline:
                     raise MemoryProbeError(f"{' '.join(argv[2:])} did not finish in {RUN_DEADLINE_S:g} s")
-                try:
-                    rss, single, pss = sample_tree(root, psutil)
-                except psutil.NoSuchProcess:
-                    continue  # the command exited while being sampled: poll() says so next
-                peak_rss, peak_single = max(peak_rss, rss), max(peak_single, single)
-                if pss is not None:
-                    peak_pss = max(peak_pss or 0, pss)
+                with contextlib.suppress(psutil.NoSuchProcess):  # exited mid-sample: poll() says so next
+                    peaks.sample(root, psutil)
                 time.sleep(SAMPLE_INTERVAL_S)  # the sampling period, not a wait for an event
         finally:
             if root.poll() is None:
@@ -85,9 +103,10 @@ def peak_of_run(argv: list[str], psutil: Any) -> dict[str, Any]:
     if root.returncode != 0:
         raise MemoryProbeError(f"exit {root.returncode}: {stderr.strip()[:200]}")
     return {
-        "peak_rss": peak_rss,
-        "peak_single_rss": peak_single,
-        "peak_pss": peak_pss,
+        "peak_rss": sum(peaks.per_process.values()),
+        "peak_single_rss": max(peaks.per_process.values(), default=0),
+        "processes_seen": len(peaks.per_process),
+        "peak_pss": peaks.pss,
         "wall_s": wall,
         "report": json.loads(stdout),
     }
@@ -99,9 +118,10 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
         "memory",
         "Peak memory",
         f"Peak memory of `conquer run sum N --on processes --workers {cores}` (the command and all its "
-        f"workers) at N = {sizes[0]:_} and {sizes[1]:_}; sampled every {SAMPLE_INTERVAL_S * 1000:g} ms: "
-        "the sum of RSS over the process tree (overstates: pages shared after fork count once per "
-        "process) and the sum of PSS (shared pages split among their sharers).",
+        f"workers) at N = {sizes[0]:_} and {sizes[1]:_}, sampled every {SAMPLE_INTERVAL_S * 1000:g} ms: "
+        "peak RSS = the sum of each process's own peak RSS (an upper bound; pages shared after fork "
+        "count once per process), peak PSS = the largest sum of PSS in one sample (shared pages split "
+        "among their sharers).",
         parameters={"kind": "sum", "n": list(sizes), "executor": "processes", "workers": cores},
     )
     try:
@@ -119,7 +139,9 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
         )
         for n in sizes
     ]
-    extras: dict[int, dict[str, list[float]]] = {n: {"pss": [], "single": [], "wall": []} for n in sizes}
+    extras: dict[int, dict[str, list[float]]] = {
+        n: {"pss": [], "single": [], "seen": [], "wall": []} for n in sizes
+    }
     with timed(series):
         for _ in range(profile.repeats):
             for n, point in zip(sizes, points, strict=True):
@@ -141,6 +163,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
                 if run["peak_pss"] is not None:
                     extras[n]["pss"].append(run["peak_pss"])
                 extras[n]["single"].append(run["peak_single_rss"])
+                extras[n]["seen"].append(run["processes_seen"])
                 extras[n]["wall"].append(run["wall_s"])
     for n, point in zip(sizes, points, strict=True):
         point.derived = {
@@ -148,6 +171,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
             for key, values in (
                 ("peak_pss_bytes", extras[n]["pss"]),
                 ("peak_largest_process_rss_bytes", extras[n]["single"]),
+                ("processes_seen", extras[n]["seen"]),
                 ("wall_s", extras[n]["wall"]),
             )
         }
