@@ -17,7 +17,6 @@ The command's own JSON says whether its answer was verified.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import statistics
 import subprocess
@@ -28,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from conquer.bench.points import Point, Series, timed
 from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
@@ -37,7 +38,6 @@ SAMPLE_INTERVAL_S = 0.01
 RUN_DEADLINE_S = 1800.0
 #: Within this factor the two sizes count as "flat" (the allocator and the interpreter wobble a little).
 FLAT_WITHIN = 1.10
-INSTALL_HINT = "pip install 'conquer[bench]' (from a checkout: pip install -e '.[bench]')"
 
 
 class MemoryProbeError(RuntimeError):
@@ -62,7 +62,7 @@ class TreePeaks:
     per_process: dict[int, int] = field(default_factory=dict)
     pss: int | None = None
 
-    def sample(self, root: Any, psutil: Any) -> None:
+    def sample(self, root: psutil.Process) -> None:
         pss_total: int | None = 0
         for process in [root, *root.children(recursive=True)]:
             try:
@@ -77,7 +77,7 @@ class TreePeaks:
             self.pss = max(self.pss or 0, pss_total)
 
 
-def peak_of_run(argv: list[str], psutil: Any) -> dict[str, Any]:
+def peak_of_run(argv: list[str]) -> dict[str, Any]:
     """Run `argv`, sampling its process tree until it exits; its peaks, wall time and JSON output."""
     peaks = TreePeaks()
     with tempfile.TemporaryFile() as output, tempfile.TemporaryFile() as errors:
@@ -89,7 +89,7 @@ def peak_of_run(argv: list[str], psutil: Any) -> dict[str, Any]:
                 if time.monotonic() > deadline:
                     raise MemoryProbeError(f"{' '.join(argv[2:])} did not finish in {RUN_DEADLINE_S:g} s")
                 with contextlib.suppress(psutil.NoSuchProcess):  # exited mid-sample: poll() says so next
-                    peaks.sample(root, psutil)
+                    peaks.sample(root)
                 time.sleep(SAMPLE_INTERVAL_S)  # the sampling period, not a wait for an event
         finally:
             if root.poll() is None:
@@ -124,11 +124,6 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
         "among their sharers).",
         parameters={"kind": "sum", "n": list(sizes), "executor": "processes", "workers": cores},
     )
-    try:
-        psutil = importlib.import_module("psutil")
-    except ImportError:
-        series.skip("memory", f"psutil is not installed; install the bench extra: {INSTALL_HINT}")
-        return series
     reporter.begin(series, len(sizes) * profile.repeats)
     points = [
         Point(
@@ -151,7 +146,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
                 argv = [sys.executable, "-m", "conquer", "run", "sum", str(n), "--on", "processes"]
                 argv += ["--workers", str(cores), "--json"]
                 try:
-                    run = peak_of_run(argv, psutil)
+                    run = peak_of_run(argv)
                 except (MemoryProbeError, OSError, ValueError) as error:
                     point.error = f"{type(error).__name__}: {error}"
                     continue
