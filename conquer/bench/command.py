@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,9 +85,10 @@ def bench(
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
         profile = dataclasses.replace(profile, repeats=repeats)
-    try:
+    try:  # fail now, not after a quarter of an hour of measuring
         out.mkdir(parents=True, exist_ok=True)
-        (out / JSON_FILE).touch()  # fail now, not after a quarter of an hour of measuring
+        with tempfile.TemporaryFile(dir=out):
+            pass
     except OSError as error:
         raise Failure(f"cannot write to {out}: {error.strerror}", ExitCode.USAGE) from None
     command = shlex.join(["conquer", *sys.argv[1:]])
@@ -104,16 +106,18 @@ def bench(
         click.echo(f"conquer bench: interrupted; wrote what was measured to {out}/{JSON_FILE}", err=True)
         raise
     document = run.document()
+    write(document, out)  # the results are safe before the charts are drawn
     if charts.available():
         document["charts"] = charts.render(document, out)
+        write(document, out)  # now listing the charts, and showing them in the Markdown
     else:
         document["notes"].append(f"charts not drawn: matplotlib is not installed; {charts.INSTALL_HINT}")
+        write(document, out)
         click.echo(
             f"conquer bench: charts skipped: matplotlib is not installed. Install the bench extra: "
             f"{charts.INSTALL_HINT}",
             err=True,
         )
-    write(document, out)
     if as_json:
         click.echo(json.dumps(document, indent=2))
     else:
