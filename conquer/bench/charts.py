@@ -52,6 +52,11 @@ def error_bars(points: list[dict[str, Any]], scale: float = 1.0) -> list[list[fl
     ]
 
 
+def legend_outside(axes: Axes, columns: int = 1) -> None:
+    """Below the plot, where it cannot hide a line or a bar."""
+    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False, ncol=columns)
+
+
 def cpu(axes: Axes, series: dict[str, Any], kind: str) -> None:
     cores = series["parameters"]["cores"]
     points = [point for point in measured(series["points"]) if point["params"]["kind"] == kind]
@@ -83,7 +88,7 @@ def cpu(axes: Axes, series: dict[str, Any], kind: str) -> None:
     axes.set_ylabel("speedup over serial")
     n = series["parameters"][f"{kind}_n"]
     axes.set_title(f"{kind} 1..{n:_}: speedup over serial")
-    axes.legend(fontsize=7, ncol=2)
+    legend_outside(axes, columns=4)
 
 
 def ratios(axes: Axes, series: dict[str, Any]) -> None:
@@ -135,11 +140,6 @@ def granularity(axes: Axes, series: dict[str, Any]) -> None:
     parameters = series["parameters"]
     axes.set_title(f"sum 1..{parameters['n']:_} on {parameters['workers']} workers: time against chunk count")
     axes.legend(fontsize=8)
-
-
-def legend_outside(axes: Axes) -> None:
-    """Below the plot, where bars that reach the limit line cannot hide it."""
-    axes.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
 
 
 def horizontal_bars(
