@@ -10,7 +10,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,8 @@ class Point:
     error: str | None = None
     #: Figures computed from the median (speedup, throughput, ...), filled in by the series.
     derived: dict[str, Any] = field(default_factory=dict)
+    #: What the executor set up once for all runs (the Celery stack and its start-up time), if anything.
+    deployment: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -60,6 +62,7 @@ class Point:
             "verified": self.verified and self.error is None,
             "error": self.error,
             "derived": self.derived,
+            "deployment": self.deployment,
         }
 
 
@@ -133,21 +136,42 @@ def plan_params(job: Job, plan: Plan) -> dict[str, Any]:
 def run_cases(cases: list[tuple[Job, Plan]], repeats: int, tick: Tick) -> list[Point]:
     """Run every (job, plan) `repeats` times, in rounds — each case once, then each again — so that a
     slow spell of a shared machine spreads over all cases instead of landing on one. A case that fails
-    is not run again; its point carries the error."""
+    is not run again; its point carries the error.
+
+    What an executor sets up once for many runs (the Celery stack: `workers.deployment`) is set up
+    before the first round and torn down after the last; its start-up is a deployment cost, recorded
+    in the point's `deployment`, never part of a run's wall time."""
     points = [Point(compare.label(plan), plan_params(job, plan), "wall_s", "s") for job, plan in cases]
-    for _ in range(repeats):
-        for (job, plan), point in zip(cases, points, strict=True):
-            if point.error is None:
+    with ExitStack() as deployments:
+        deployed: dict[Plan, workers.Deployed | str] = {}  # per plan: its deployment, or why it failed
+        for (_, plan), point in zip(cases, points, strict=True):
+            if plan not in deployed:
                 try:
-                    report = workers.run(job, plan)
+                    deployed[plan] = deployments.enter_context(workers.deployment(plan))
                 except ExecutorError as error:
-                    point.error = str(error)
-                else:
-                    point.samples.append(report.wall_s)
-                    if not report.verified:
-                        point.verified = False
-                        point.error = (
-                            f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
-                        )
-            tick()
+                    deployed[plan] = f"could not deploy {plan.executor}: {error}"
+            setup = deployed[plan]
+            if isinstance(setup, str):
+                point.error = setup
+            else:
+                point.deployment = setup.facts
+        for _ in range(repeats):
+            for (job, plan), point in zip(cases, points, strict=True):
+                setup = deployed[plan]
+                if point.error is None and not isinstance(setup, str):
+                    run_once(job, plan, setup.options, point)
+                tick()
     return points
+
+
+def run_once(job: Job, plan: Plan, options: dict[str, Any], point: Point) -> None:
+    """One run of `job` as `plan` says, its wall time added to `point` — or its failure recorded."""
+    try:
+        report = workers.run(job, plan, **options)
+    except ExecutorError as error:
+        point.error = str(error)
+        return
+    point.samples.append(report.wall_s)
+    if not report.verified:
+        point.verified = False
+        point.error = f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
