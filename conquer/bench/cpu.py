@@ -10,14 +10,14 @@ from typing import Any
 
 import workers
 from conquer.bench import registry
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from tasks import Job
 from workers import Plan
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     counts = profile.worker_counts(cores)
     jobs = [
         Job("sum", profile.cpu_sum_n, profile.cpu_chunks),
@@ -46,7 +46,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
         cases += [(job, plan) for count in counts for plan in registry.every_way(job.kind, count)]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
-        series.points = run_cases(cases, profile.repeats, reporter.tick)
+        series.points = run_cases(cases, context)
     for job in jobs:
         add_speedups([point for point in series.points if point.params["kind"] == job.kind], cores)
     series.derived = {"best": best_speedups(series.points)}

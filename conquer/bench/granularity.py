@@ -13,16 +13,16 @@ from typing import Any
 
 import workers
 from conquer.bench import registry
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from tasks import Job
 from workers import Plan
 
 WANTED = ("processes", *registry.EXPECTED)
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     counts = [count for count in profile.granularity_chunks if count <= profile.granularity_n]
     series = Series(
         "granularity",
@@ -40,7 +40,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
     ]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
-        series.points = run_cases(cases, profile.repeats, reporter.tick)
+        series.points = run_cases(cases, context)
     series.derived = {
         name: overhead([point for point in series.points if point.params["executor"] == name])
         for name in names

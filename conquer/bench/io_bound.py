@@ -12,9 +12,8 @@ from __future__ import annotations
 import math
 
 from conquer.bench import registry
+from conquer.bench.context import Context
 from conquer.bench.points import Series, run_cases, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from tasks import Job
 
 
@@ -24,7 +23,8 @@ def latency_limit(items: int, worker_count: int) -> float:
     return items / math.ceil(items / worker_count)
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     job = Job("download", profile.io_items, profile.io_items, latency=profile.io_latency)
     count = profile.io_workers
     limit = latency_limit(job.n, count)
@@ -49,7 +49,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
     cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in registry.every_way(job.kind, count)]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
-        series.points = run_cases(cases, profile.repeats, reporter.tick)
+        series.points = run_cases(cases, context)
     baseline = series.points[0].median
     for point in series.points:
         median = point.median

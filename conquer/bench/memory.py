@@ -29,9 +29,8 @@ from typing import Any
 
 import psutil
 
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 
 SAMPLE_INTERVAL_S = 0.01
 #: sum 10^9 on 2 cores takes about a minute; a run still going after this is stuck.
@@ -112,7 +111,8 @@ def peak_of_run(argv: list[str]) -> dict[str, Any]:
     }
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     sizes = profile.memory_n
     series = Series(
         "memory",

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import workers
 from conquer import compare, machine
 from tasks import Job
 from workers import ExecutorError, Plan
+
+if TYPE_CHECKING:
+    from conquer.bench.context import Context
 
 
 @dataclass
@@ -117,9 +120,6 @@ def timed(series: Series) -> Iterator[Series]:
         series.load_after = machine.load_average()
 
 
-Tick = Callable[[], None]
-
-
 def plan_params(job: Job, plan: Plan) -> dict[str, Any]:
     return {
         "executor": plan.executor,
@@ -133,34 +133,24 @@ def plan_params(job: Job, plan: Plan) -> dict[str, Any]:
     }
 
 
-def run_cases(cases: list[tuple[Job, Plan]], repeats: int, tick: Tick) -> list[Point]:
-    """Run every (job, plan) `repeats` times, in rounds — each case once, then each again — so that a
-    slow spell of a shared machine spreads over all cases instead of landing on one. A case that fails
-    is not run again; its point carries the error.
-
-    What an executor sets up once for many runs (the Celery stack: `workers.deployment`) is set up
-    before the first round and torn down after the last; its start-up is a deployment cost, recorded
-    in the point's `deployment`, never part of a run's wall time."""
+def run_cases(cases: list[tuple[Job, Plan]], context: Context) -> list[Point]:
+    """Run every (job, plan) `context.profile.repeats` times, in rounds — each case once, then each
+    again — so that a slow spell of a shared machine spreads over all cases instead of landing on one.
+    A case that fails is not run again; its point carries the error. An executor's deployment (the
+    Celery stack) comes from `context.deployments`, set up before the first run."""
     points = [Point(compare.label(plan), plan_params(job, plan), "wall_s", "s") for job, plan in cases]
-    with ExitStack() as deployments:
-        deployed: dict[Plan, workers.Deployed | str] = {}  # per plan: its deployment, or why it failed
-        for (_, plan), point in zip(cases, points, strict=True):
-            if plan not in deployed:
-                try:
-                    deployed[plan] = deployments.enter_context(workers.deployment(plan))
-                except ExecutorError as error:
-                    deployed[plan] = f"could not deploy {plan.executor}: {error}"
-            setup = deployed[plan]
-            if isinstance(setup, str):
-                point.error = setup
-            else:
-                point.deployment = setup.facts
-        for _ in range(repeats):
-            for (job, plan), point in zip(cases, points, strict=True):
-                setup = deployed[plan]
-                if point.error is None and not isinstance(setup, str):
-                    run_once(job, plan, setup.options, point)
-                tick()
+    for (_, plan), point in zip(cases, points, strict=True):
+        setup = context.deployments.get(plan)
+        if isinstance(setup, str):
+            point.error = setup
+        else:
+            point.deployment = setup.facts
+    for _ in range(context.profile.repeats):
+        for (job, plan), point in zip(cases, points, strict=True):
+            setup = context.deployments.get(plan)
+            if point.error is None and not isinstance(setup, str):
+                run_once(job, plan, setup.options, point)
+            context.reporter.tick()
     return points
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from conquer.bench.points import Series
+if TYPE_CHECKING:
+    from conquer.bench.points import Series
 
 
 class Reporter:

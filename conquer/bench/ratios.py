@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import workers
 from conquer.bench import registry
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from tasks import Job
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     job = Job("sum", profile.target_n, profile.target_chunks)
     series = Series(
         "ratios",
@@ -30,7 +30,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
     plans += [workers.plan(job.kind, name, cores) for name in registry.present(series, registry.EXPECTED)]
     reporter.begin(series, len(plans) * profile.repeats)
     with timed(series):
-        series.points = run_cases([(job, plan) for plan in plans], profile.repeats, reporter.tick)
+        series.points = run_cases([(job, plan) for plan in plans], context)
     by_executor = {point.params["executor"]: point for point in series.points}
     series.derived = {
         "processes_speedup": ratio(by_executor.get("serial"), by_executor.get("processes")),

@@ -19,6 +19,7 @@ from typing import Any
 
 import workers
 from conquer.bench import ipc_probe, redis_floor, registry
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
 from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
@@ -27,7 +28,8 @@ from tasks import Job
 FLOOR_COMMANDS = (("PING", ("-t", "ping_mbulk")), ("LPUSH", ()), ("RPOP", ()))
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, reporter = context.profile, context.reporter
     method = workers.default_start_method()
     series = Series(
         "round-trip",
@@ -63,7 +65,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
             )
         for name in celery:
             job = Job("sum", 1, 1)
-            (point,) = run_cases([(job, workers.plan("sum", name, 1))], profile.repeats, reporter.tick)
+            (point,) = run_cases([(job, workers.plan("sum", name, 1))], context)
             point.label = f"{name}: one-chunk job"
             series.points.append(point)
     for point in series.points:

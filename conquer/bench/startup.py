@@ -15,9 +15,8 @@ import multiprocessing
 import time
 from multiprocessing.connection import Connection, wait
 
+from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from conquer.bench.ready import report_ready
 from workers import START_METHODS
 from workers.processes.supervise import ctrl_c_held, get_context, stop
@@ -66,7 +65,8 @@ def start_processes(start_method: str, count: int) -> float:
     return elapsed
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     methods = [method for method in START_METHODS if method in multiprocessing.get_all_start_methods()]
     counts = profile.worker_counts(cores)
     series = Series(

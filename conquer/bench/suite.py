@@ -21,11 +21,12 @@ from conquer.bench import (
     targets,
     throughput,
 )
+from conquer.bench.context import Context, Deployments
 from conquer.bench.points import Series
 from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
 
-Measure = Callable[[Profile, int, Reporter], Series]
+Measure = Callable[[Context], Series]
 
 MEASURES: dict[str, Measure] = {
     "ratios": ratios.measure,
@@ -55,13 +56,14 @@ class Run:
 
     def measure(self, names: Sequence[str], reporter: Reporter) -> None:
         """Measure each series in `names`, in SERIES order."""
-        cores = machine.cores()
-        for name in SERIES:
-            if name in names:
-                self.running = name
-                series = MEASURES[name](self.profile, cores, reporter)
-                reporter.end(series)
-                self.measured.append(series)
+        with Deployments() as deployments:
+            context = Context(self.profile, machine.cores(), reporter, deployments)
+            for name in SERIES:
+                if name in names:
+                    self.running = name
+                    series = MEASURES[name](context)
+                    reporter.end(series)
+                    self.measured.append(series)
         self.running = None
 
     def document(self) -> dict[str, Any]:

@@ -8,13 +8,13 @@ bookkeeping in between — so chunks per second is the executor's ceiling for fi
 from __future__ import annotations
 
 from conquer.bench import registry
+from conquer.bench.context import Context
 from conquer.bench.points import Series, run_cases, timed
-from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
 from tasks import Job
 
 
-def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
+def measure(context: Context) -> Series:
+    profile, cores, reporter = context.profile, context.cores, context.reporter
     job = Job("sum", profile.trivial_chunks, profile.trivial_chunks)
     series = Series(
         "trivial",
@@ -27,7 +27,7 @@ def measure(profile: Profile, cores: int, reporter: Reporter) -> Series:
     cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in registry.every_way(job.kind, cores)]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
-        series.points = run_cases(cases, profile.repeats, reporter.tick)
+        series.points = run_cases(cases, context)
     for point in series.points:
         median = point.median
         point.derived = {"chunks_per_s": job.chunks / median if median else None}
