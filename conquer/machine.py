@@ -95,7 +95,8 @@ def memory_total() -> int | None:
 def broker() -> dict[str, Any]:
     """Which Redis a Celery run here would use: `embedded` (a private one `conquer` starts) when
     CELERY_BROKER_URL is unset, `external` otherwise (URL password masked), or `none` when the Celery
-    side is not installed. Read from the Celery settings module without importing Celery."""
+    side is not installed. Read from the Celery settings module without importing Celery; raises its
+    SettingsError (a ValueError) when a variable cannot work."""
     try:
         settings_module = importlib.import_module("tasks.settings")
     except ImportError:

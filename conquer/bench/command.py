@@ -74,6 +74,7 @@ def bench(
     """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
     import dataclasses
 
+    from conquer import machine
     from conquer.bench import charts, suite
     from conquer.bench.interrupts import Interrupts, stop_children
     from conquer.bench.profiles import PROFILES
@@ -82,6 +83,10 @@ def bench(
 
     if quick and tiny:
         raise click.UsageError("--quick and --tiny are different profiles: choose one")
+    try:
+        machine.broker()  # the Celery settings, read now: a variable that cannot work is bad input
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
         profile = dataclasses.replace(profile, repeats=repeats)

@@ -202,6 +202,13 @@ def test_an_unknown_series_is_a_usage_error(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
+def test_a_broker_setting_that_cannot_work_is_a_usage_error(tmp_path: Path) -> None:
+    result = conquer("bench", "--tiny", "--out", str(tmp_path), env={"CELERY_BROKER_URL": "http://nowhere"})
+    assert result.returncode == ExitCode.USAGE
+    assert "CELERY_BROKER_URL must be a Redis URL" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_an_out_path_that_is_a_file_is_a_usage_error(tmp_path: Path) -> None:
     occupied = tmp_path / "results"
     occupied.write_text("not a directory")
