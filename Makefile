@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # `make run`: the main job, every way, side by side. N is chosen to take about a minute on 2 cores.
 RUN_N ?= 30_000_000
 
-.PHONY: all install run test lint typecheck unit clean
+.PHONY: all install run test lint typecheck unit clean bench
 
 all: test
 
@@ -26,6 +26,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/conquer compare sum $(RUN_N)
+
+# `make bench`: the full benchmark, written to docs/bench (about a quarter of an hour on 2 cores: run it
+# on a quiet machine; `conquer bench --quick` is the 2-minute version).
+bench: $(STAMP)
+	$(BIN)/conquer bench --out docs/bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

