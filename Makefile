@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # `make run`: the main job, every way, side by side. N is chosen to take about a minute on 2 cores.
 RUN_N ?= 30_000_000
 
-.PHONY: all install run test lint typecheck unit clean bench
+.PHONY: all install run test lint typecheck unit bench compose-test clean
 
 all: test
 
@@ -43,6 +43,10 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# A real `docker compose up` of the stack (needs a Docker-compatible engine; says why it skips without).
+compose-test: $(STAMP)
+	$(BIN)/python tests/compose/compose_up.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
