@@ -4,51 +4,12 @@ published beyond 127.0.0.1, healthchecks that prove service, one image, a non-ro
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-from pathlib import Path
 from typing import Any
 
-import compose
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_FILE = ROOT / "compose.yaml"
-DOCKER_COMPOSE = Path(compose.__file__).with_name("docker-compose")
-
-#: Variables that must not leak in from the developer's shell into what the tests expect.
-COMPOSE_VARIABLES = ("REDIS_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "FLOWER_PORT", "WORKER_CONCURRENCY")
-
-
-def rendered(**variables: str) -> dict[str, Any]:
-    """`docker compose config` as JSON, with the cli profile enabled and only `variables` set (a
-    developer's own `.env` is ignored: `--env-file /dev/null`)."""
-    env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
-    env.update(variables)
-    result = subprocess.run(
-        [
-            str(DOCKER_COMPOSE),
-            "-f",
-            str(COMPOSE_FILE),
-            "--env-file",
-            os.devnull,
-            "--profile",
-            "cli",
-            "config",
-            "--format",
-            "json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    config: dict[str, Any] = json.loads(result.stdout)
-    return config
+from tests.compose.composefile import COMPOSE_FILE, COMPOSE_VARIABLES, ROOT, rendered
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +59,23 @@ def test_workers_name_themselves_send_events_and_prove_they_serve(config: dict[s
     assert "--events" in worker["command"]
     assert "inspect ping" in " ".join(worker["healthcheck"]["test"])
     assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
-    assert worker["stop_grace_period"]
+
+
+def test_a_stopping_worker_may_finish_its_longest_chunk(config: dict[str, Any]) -> None:
+    """Docker SIGKILLs a worker that outlives its grace period; a chunk can run until its hard time
+    limit, so the grace period must be longer, or a `docker compose stop` kills chunks mid-run."""
+    from tasks.settings import Settings
+
+    grace = seconds(config["services"]["worker"]["stop_grace_period"])
+    assert grace > Settings().hard_time_limit
+
+
+def seconds(duration: str) -> float:
+    """A Go duration as compose prints it ("2m0s", "1m30s", "45s") in seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", duration)
+    assert "".join(number + unit for number, unit in parts) == duration, duration
+    return sum(float(number) * units[unit] for number, unit in parts)
 
 
 def test_every_app_service_runs_the_one_image_with_the_same_broker(config: dict[str, Any]) -> None:
@@ -126,6 +103,10 @@ def test_env_example_lists_exactly_the_variables_compose_reads() -> None:
         if line and not line.startswith("#")
     }
     assert used == listed == set(COMPOSE_VARIABLES)
+
+
+def test_redis_runs_as_its_unprivileged_user(config: dict[str, Any]) -> None:
+    assert config["services"]["redis"]["user"] == "redis"
 
 
 def test_the_image_runs_as_an_unprivileged_user() -> None:

