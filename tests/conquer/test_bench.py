@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -26,7 +25,6 @@ from conquer import machine
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES, charts, targets
 from conquer.exitcodes import ExitCode
 from tests.conftest import CONQUER, conquer, wait_until
-from tests.demos.test_readme_lessons import commands as readme_commands
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "bench" / "schema.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -250,13 +248,3 @@ def test_ctrl_c_keeps_the_series_already_measured_and_exits_130(tmp_path: Path) 
     assert document["complete"] is False
     assert document["series"][0]["name"] == "ratios"
     assert document["notes"][0].startswith("interrupted while measuring")
-
-
-def test_the_readme_benchmarks_section_has_a_command() -> None:
-    assert readme_commands("## Benchmarks")
-
-
-@pytest.mark.parametrize("command", readme_commands("## Benchmarks"))
-def test_each_readme_benchmark_command_runs(command: str) -> None:
-    result = conquer(*shlex.split(command)[1:], timeout=60)
-    assert result.returncode == ExitCode.OK, f"{command}\n{result.stdout}\n{result.stderr}"
