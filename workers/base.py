@@ -84,7 +84,13 @@ Progress = Callable[[ChunkResult], None]
 def execute(chunk: Chunk) -> ChunkResult:
     """Run one chunk here and record where and when it ran."""
     started = time.time()
-    value = run_chunk(chunk)
+    return record(chunk, run_chunk(chunk), started)
+
+
+def record(chunk: Chunk, value: int, started: float, worker: str | None = None) -> ChunkResult:
+    """The result of `chunk`, computed here from `started` until now; `worker` names who ran it
+    within this thread (a coroutine), if the thread's name is not enough."""
+    thread = threading.current_thread().name
     return ChunkResult(
         index=chunk.index,
         start=chunk.start,
@@ -92,7 +98,7 @@ def execute(chunk: Chunk) -> ChunkResult:
         value=value,
         host=socket.gethostname(),
         pid=os.getpid(),
-        thread=threading.current_thread().name,
+        thread=f"{thread}/{worker}" if worker else thread,
         started=started,
         ended=time.time(),
     )

@@ -12,29 +12,15 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import threading
 import time
 
 from tasks import Chunk, Job, run_chunk_async, split
-from workers.base import ChunkResult, Progress, Report, failure, make_report
+from workers.base import ChunkResult, Progress, Report, failure, make_report, record
 
 
 async def _execute(chunk: Chunk, worker: str) -> ChunkResult:
     started = time.time()
-    value = await run_chunk_async(chunk)
-    return ChunkResult(
-        index=chunk.index,
-        start=chunk.start,
-        stop=chunk.stop,
-        value=value,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        thread=f"{threading.current_thread().name}/{worker}",
-        started=started,
-        ended=time.time(),
-    )
+    return record(chunk, await run_chunk_async(chunk), started, worker)
 
 
 async def _run(job: Job, count: int, progress: Progress | None) -> list[ChunkResult]:
