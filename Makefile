@@ -46,7 +46,7 @@ test: lint typecheck unit
 
 # A real `docker compose up` of the stack (needs a Docker-compatible engine; says why it skips without).
 compose-test: $(STAMP)
-	$(BIN)/python tests/compose/compose_up.py
+	$(BIN)/python -m tests.compose.compose_up
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

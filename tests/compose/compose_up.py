@@ -14,12 +14,11 @@ touches no other stack on the machine.
 Usage::
 
     make compose-test
-    python tests/compose/compose_up.py            # the same, from an activated virtualenv
+    python -m tests.compose.compose_up            # the same, from the checkout with the virtualenv active
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -28,11 +27,11 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.flower import flower_get
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 100_000_000
@@ -130,15 +129,8 @@ class Stack:
         print(f"    {self.timings[name]:.1f} s", flush=True)
 
     def flower(self, path: str, authenticated: bool = True) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.flower_port}{path}")
-        if authenticated:
-            token = base64.b64encode(f"{self.flower_user}:{self.flower_password}".encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
+        auth = (self.flower_user, self.flower_password) if authenticated else None
+        return flower_get(f"http://127.0.0.1:{self.flower_port}{path}", auth)
 
     def wait_for_workers(self, count: int, within: float, dashboard: bool = False) -> list[str]:
         """The worker names Flower lists, once there are `count` of them: its API (which asks the

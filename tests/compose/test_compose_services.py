@@ -9,7 +9,6 @@ taken here). A wrong flag, a misspelt variable or a healthcheck that can never p
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -18,8 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ import pytest
 
 from tests.compose.composefile import ROOT, rendered, unescape
 from tests.conftest import CONQUER, SESSION_PROCESSES
+from tests.flower import flower_get
 from workers.localstack import redis_server_binary
 
 #: Where the Flower dashboard screenshot is kept after the run (ignored by git).
@@ -100,15 +98,8 @@ class Services:
             time.sleep(0.5)
 
     def flower(self, path: str, authenticated: bool = True) -> tuple[int, bytes]:
-        request = urllib.request.Request(f"http://127.0.0.1:{self.flower_port}{path}")
-        if authenticated:
-            token = base64.b64encode(":".join(self.flower_auth).encode()).decode()
-            request.add_header("Authorization", f"Basic {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read()
+        auth = self.flower_auth if authenticated else None
+        return flower_get(f"http://127.0.0.1:{self.flower_port}{path}", auth)
 
     def stop(self) -> None:
         for process in self.processes.values():

@@ -10,9 +10,6 @@ import selectors
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from base64 import b64encode
 from pathlib import Path
 
 import psutil
@@ -22,6 +19,7 @@ from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tasks.progress import CANCELLED, SUCCESS
 from tests.conftest import CONQUER, Stack, conquer, wait_until
+from tests.flower import flower_get
 from workers.localstack import free_port
 
 UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
@@ -210,17 +208,6 @@ def read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) ->
     return text.decode()
 
 
-def flower_status(url: str, auth: tuple[str, str] | None) -> int:
-    request = urllib.request.Request(f"{url}/api/workers")
-    if auth:
-        request.add_header("Authorization", "Basic " + b64encode(":".join(auth).encode()).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "CONQUER_"))}
     process = subprocess.Popen(
@@ -243,8 +230,8 @@ def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
         assert job.returncode == ExitCode.OK, job.stderr
         assert "✓ verified" in job.stdout
         url, user, password = flower.groups()
-        assert flower_status(url, None) == 401
-        assert flower_status(url, (user, password)) == 200
+        assert flower_get(f"{url}/api/workers")[0] == 401
+        assert flower_get(f"{url}/api/workers", (user, password))[0] == 200
     finally:
         os.killpg(process.pid, signal.SIGINT)
         _, stderr = process.communicate(timeout=60)

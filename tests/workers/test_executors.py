@@ -77,8 +77,10 @@ def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers
         workers.run(job, plan)
 
 
-@pytest.mark.parametrize("ipc", workers.IPCS)
-def test_a_killed_worker_process_fails_the_run_instead_of_hanging(ipc: str) -> None:
+@pytest.mark.parametrize(
+    ("executor", "ipc"), [("processes", ipc) for ipc in workers.IPCS] + [("managers", None)]
+)
+def test_a_killed_worker_process_fails_the_run_instead_of_hanging(executor: str, ipc: str | None) -> None:
     """One worker, SIGKILLed after its first chunk: 15 chunks remain that nobody else can compute, so
     the run must end in WorkerLost — never hang, never report success. (With two workers the survivor
     could finish everything if the killed one held no chunk at that moment, and nothing is lost.)"""
@@ -91,4 +93,4 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(ipc: str) -> N
             os.kill(result.pid, signal.SIGKILL)
 
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL|closed its pipe|pool worker died"):
-        workers.run(job, workers.plan("download", "processes", 1, ipc), progress=kill_first_worker)
+        workers.run(job, workers.plan("download", executor, 1, ipc), progress=kill_first_worker)

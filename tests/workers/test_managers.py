@@ -1,13 +1,13 @@
 """The `managers` executor: workers that join a BaseManager's queues by address and authkey keep every
-guarantee of the in-host executors (the exactness matrix lives in test_executors.py), notice a dead
-worker or a dead server instead of hanging, refuse a wrong key, and leave nothing running on Ctrl-C."""
+guarantee of the in-host executors (the exactness matrix and the killed-worker check live in
+test_executors.py), notice a dead server instead of hanging, refuse a wrong key, and leave nothing
+running on Ctrl-C."""
 
 from __future__ import annotations
 
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 
@@ -21,20 +21,6 @@ from tests.conftest import conquer
 from workers import ChunkResult, WorkerLost
 from workers.managers import AUTHKEY_ENV, serving
 from workers.processes.supervise import get_context
-
-
-def test_a_killed_worker_fails_the_run_instead_of_hanging() -> None:
-    """One worker, killed after its first chunk: whatever it held, nobody can finish the job."""
-    job = Job("download", 64, 16, latency=0.01)
-    killed: list[int] = []
-
-    def kill_first_worker(result: ChunkResult) -> None:
-        if not killed:
-            killed.append(result.pid)
-            os.kill(result.pid, signal.SIGKILL)
-
-    with pytest.raises(WorkerLost, match="was killed by SIGKILL"):
-        workers.run(job, workers.plan("download", "managers", 1), progress=kill_first_worker)
 
 
 def test_a_dead_server_fails_the_run_instead_of_hanging() -> None:
