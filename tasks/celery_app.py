@@ -109,6 +109,10 @@ def make_app(settings: Settings) -> Celery:
     app.task(
         name=CHUNK_TASK,
         bind=True,
+        # Not shared: Celery's default registers a task in every app created later in the process,
+        # with the options of the first — a second app's time limits (a drill stack's, next to the
+        # module-level app) would be silently replaced, and the client stamps them on every message.
+        shared=False,
         # A chunk is a pure function of its message, so running it again is always safe: acknowledge
         # it only after it ran (a worker killed mid-chunk leaves it to be redelivered), and when a pool
         # process dies under it, put it back in the queue instead of failing the job.
@@ -117,7 +121,7 @@ def make_app(settings: Settings) -> Celery:
         soft_time_limit=settings.chunk_time_limit,
         time_limit=settings.hard_time_limit,
     )(chunk_task)
-    app.task(name=COMBINE_TASK, bind=True)(combine_task)
+    app.task(name=COMBINE_TASK, bind=True, shared=False)(combine_task)
     return app
 
 
