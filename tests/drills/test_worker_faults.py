@@ -2,10 +2,13 @@
 killed, overrun, retried and cancelled mid-job — each drill ends in the exact verified answer or a
 clear failure, never a hang.
 
-Each drill runs on a stack of its own (2 worker nodes × 1 pool process, a key prefix of its own, on
-the session's Redis), because it kills workers or needs other time limits: the session's stack is
-never touched. "Mid-job" is always an observed state — the job store's counts, the pool process that
-`celery inspect active` shows running the chunk — never a sleep, and every wait has a deadline.
+The drills run on stacks of their own (2 worker nodes × 1 pool process, a key prefix of their own,
+on the session's Redis), because they kill workers or need other time limits: the session's stack is
+never touched. Drill 1 kills a node, so it starts a stack for itself; the others share one stack per
+module-scoped fixture (the default settings, or short time limits), which survives them.
+
+"Mid-job" is always an observed state — the job store's counts, the pool process that `celery inspect
+active` shows running the chunk — never a sleep, and every wait has a deadline.
 
 The slow chunk a drill kills is made with the `slow` fault (`tasks.faults`): its stall is what keeps
 it running long enough to be observed and killed, whatever the machine's load.
