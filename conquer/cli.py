@@ -18,7 +18,7 @@ from conquer import exitcodes, stack_cli
 from conquer.bench.command import bench
 from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
-from tasks import KINDS
+from tasks import KINDS, faults
 from workers import EXECUTORS, IPCS, START_METHODS
 
 DEFAULT_CHUNKS = 16
@@ -77,6 +77,20 @@ def count(_ctx: click.Context, param: click.Parameter, value: str | None) -> int
         raise click.BadParameter(str(error), param=param) from None
 
 
+def fault_option(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Click callback: a fault spec (`tasks.faults`), returned in canonical form; ITEM may be written
+    as any count (`1e6`)."""
+    if value is None:
+        return None
+    from conquer.numbers import parse_count
+    from tasks.faults import FaultError, parse
+
+    try:
+        return parse(value, number=parse_count).spec
+    except FaultError as error:
+        raise click.BadParameter(str(error), param=param) from None
+
+
 EPILOG_RUN = """\b
 Examples:
   conquer run sum 100_000_000 --on processes
@@ -84,6 +98,7 @@ Examples:
   conquer run primes 2e6 --on processes --ipc pipe --chunks 32
   conquer run download 100 --chunks 100 --on threads --workers 32
   conquer run sum 1e6 --fail-at 500000          # a chunk raises: exit 1, its range named
+  conquer run sum 1e6 --on celery --fault transient:2@500000   # retried twice, then exact
 """
 
 
@@ -138,9 +153,18 @@ def job_options(function: Any) -> Any:
     return click.argument("kind", type=click.Choice(tuple(KINDS)), metavar="KIND")(function)
 
 
-def build_job(kind: str, n: int, chunks: int | None, latency: float, fail_at: int | None = None) -> Any:
+def build_job(
+    kind: str,
+    n: int,
+    chunks: int | None,
+    latency: float,
+    fail_at: int | None = None,
+    fault: str | None = None,
+) -> Any:
     from tasks import Job, JobError
 
+    if fail_at is not None and fault is not None:
+        raise click.UsageError("give --fail-at or --fault, not both (--fail-at ITEM is --fault fail@ITEM)")
     try:
         return Job(
             kind,
@@ -148,6 +172,7 @@ def build_job(kind: str, n: int, chunks: int | None, latency: float, fail_at: in
             chunks if chunks is not None else min(DEFAULT_CHUNKS, max(n, 1)),
             latency=latency,
             fail_at=fail_at,
+            fault=fault,
         )
     except JobError as error:
         raise click.UsageError(str(error)) from None
@@ -186,8 +211,9 @@ def default_workers() -> int:
     callback=count,
     default=None,
     metavar="ITEM",
-    help="Fault injection: the chunk holding ITEM raises.",
+    help="Fault injection: the chunk holding ITEM raises (the same as --fault fail@ITEM).",
 )
+@click.option("--fault", callback=fault_option, default=None, metavar="SPEC", help=faults.HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Also show who ran each chunk, and when.")
 def run(
     kind: str,
@@ -200,13 +226,14 @@ def run(
     ipc: str | None,
     start_method: str | None,
     fail_at: int | None,
+    fault: str | None,
     verbose: bool,
 ) -> int:
     """Run job KIND over 1..N once and verify the answer."""
     import workers as executors
     from conquer import render
 
-    job = build_job(kind, n, chunks, latency, fail_at)
+    job = build_job(kind, n, chunks, latency, fail_at, fault)
     try:
         plan = executors.plan(
             kind, executor, default_workers() if workers is None else workers, ipc, start_method

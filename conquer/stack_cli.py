@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conquer.exitcodes import ExitCode
-from tasks import KINDS
+from tasks import KINDS, faults
 
 if TYPE_CHECKING:
     from tasks.progress import JobStatus
@@ -46,6 +46,12 @@ def _count(ctx: click.Context, param: click.Parameter, value: str | None) -> int
     from conquer.cli import count
 
     return count(ctx, param, value)
+
+
+def _fault(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from conquer.cli import fault_option
+
+    return fault_option(ctx, param, value)
 
 
 def _failure(message: str, code: ExitCode) -> Exception:
@@ -130,6 +136,7 @@ Examples:
 @click.option(
     "--fail-at", callback=_count, default=None, metavar="ITEM", help="The chunk holding ITEM raises."
 )
+@click.option("--fault", callback=_fault, default=None, metavar="SPEC", help=faults.HELP)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then the verified answer.")
 @click.option(
     "--timeout",
@@ -145,6 +152,7 @@ def submit(
     chunks: int | None,
     latency: float,
     fail_at: int | None,
+    fault: str | None,
     wait_: bool,
     timeout: float,
     as_json: bool,
@@ -152,7 +160,7 @@ def submit(
     """Send job KIND over 1..N to the workers; print its id."""
     from conquer.cli import build_job
 
-    job = build_job(kind, n, chunks, latency, fail_at)
+    job = build_job(kind, n, chunks, latency, fail_at, fault)
     check_chunk_time(job, stack_settings())
     with connected() as client, job_errors():
         job_id = client.submit(job)
@@ -251,7 +259,8 @@ def status(job_id: str, as_json: bool) -> int:
         click.echo(json.dumps(found.to_dict(), indent=2))
         return ExitCode.OK
     click.echo(f"job {job_id}  {found.state}  {found.job.describe()}")
-    click.echo(f"  chunks    {found.done}/{found.total} done, {found.failed} failed")
+    retried = f", {found.retries} retried" if found.retries else ""
+    click.echo(f"  chunks    {found.done}/{found.total} done, {found.failed} failed{retried}")
     click.echo(f"  workers   {_workers_line(found)}")
     click.echo(f"  submitted {_ago(found.submitted)}")
     if found.error:

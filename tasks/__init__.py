@@ -5,6 +5,7 @@ Nothing here imports anything heavy or starts any concurrency.
 
 from __future__ import annotations
 
+from tasks.faults import InjectedFault, TransientFault
 from tasks.job import (
     CHUNKS_MAX,
     Chunk,
@@ -17,7 +18,7 @@ from tasks.job import (
     run_chunk_async,
     split,
 )
-from tasks.kinds import KINDS, InjectedFault
+from tasks.kinds import KINDS
 
 __all__ = [
     "CHUNKS_MAX",
@@ -26,6 +27,7 @@ __all__ = [
     "InjectedFault",
     "Job",
     "JobError",
+    "TransientFault",
     "check",
     "chunk_at",
     "combine",

@@ -5,6 +5,11 @@ A job is `chord(group(chunk × K), combine)`: each `conquer.chunk` task gets one
 Redis result backend counts the partials in, and the last one triggers `conquer.combine` on a worker,
 which adds them up with `combine`. Nothing else runs on the workers.
 
+What happens when a chunk goes wrong (the drills in tests/drills/test_worker_faults.py show each):
+its worker is killed -> late acknowledgement, the chunk runs again elsewhere; it raises -> the job
+fails naming the chunk's range; it raises TransientFault -> retried after 1, 2, 4 s; it overruns the
+soft time limit -> it fails naming the limit; it ignores that -> the hard limit kills its process.
+
 Configuration comes from `tasks.settings` (the environment). `tasks.app` is this module's `app`, built
 from it on first use, so Celery's own CLI works as in its tutorial.
 
@@ -24,8 +29,9 @@ from functools import cache
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
 
+from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
 from tasks.progress import JobStore, redis_client
 from tasks.settings import Settings, settings
@@ -38,6 +44,12 @@ COMBINE_TASK = "conquer.combine"
 #: worker's chunks are back in the queue at most visibility_timeout + 2 s after it took them. The cost
 #: is one small Redis query per worker every 2 s.
 RESTORE_INTERVAL_S = 2
+
+#: A chunk that raises TransientFault runs again after 1, 2, 4 s (exponential backoff), at most this
+#: many times; then the job fails with that error, naming the chunk.
+CHUNK_RETRIES = 3
+RETRY_BACKOFF_S = 1
+RETRY_BACKOFF_MAX_S = 8
 
 
 def config(settings: Settings) -> dict[str, Any]:
@@ -109,6 +121,10 @@ def make_app(settings: Settings) -> Celery:
     app.task(
         name=CHUNK_TASK,
         bind=True,
+        # Not shared: Celery's default registers a task in every app created later in the process,
+        # with the options of the first — a second app's time limits (a drill stack's, next to the
+        # module-level app) would be silently replaced, and the client stamps them on every message.
+        shared=False,
         # A chunk is a pure function of its message, so running it again is always safe: acknowledge
         # it only after it ran (a worker killed mid-chunk leaves it to be redelivered), and when a pool
         # process dies under it, put it back in the queue instead of failing the job.
@@ -116,8 +132,22 @@ def make_app(settings: Settings) -> Celery:
         reject_on_worker_lost=True,
         soft_time_limit=settings.chunk_time_limit,
         time_limit=settings.hard_time_limit,
+        # Retried: TransientFault only, the stand-in for an error that heals (a timeout, a dropped
+        # connection). Never a deterministic error — a chunk is a pure function of its message, so a
+        # real bug raises again on every retry and would only delay the job's failure by the backoff.
+        autoretry_for=(TransientFault,),
+        max_retries=CHUNK_RETRIES,
+        retry_backoff=RETRY_BACKOFF_S,
+        retry_backoff_max=RETRY_BACKOFF_MAX_S,
+        # No jitter: the retries of one job's few failing chunks don't stampede anything, and fixed
+        # delays are what the README and the drill can state.
+        retry_jitter=False,
+        # The hard time limit is handled in the worker's main process (the pool process is killed):
+        # this records the chunk's failure there. (Celery calls on_failure for a hard time limit
+        # since 5.7, celery#10226; before, such a job stays RUNNING until the client's deadline.)
+        on_failure=chunk_failure,
     )(chunk_task)
-    app.task(name=COMBINE_TASK, bind=True)(combine_task)
+    app.task(name=COMBINE_TASK, bind=True, shared=False)(combine_task)
     return app
 
 
@@ -129,11 +159,20 @@ def chunk_task(task: Task[Any, Any], message: dict[str, Any], job_id: str | None
         raise Ignore()  # the job was cancelled: nothing to compute, nothing to report
     started = time.time()
     try:
-        value = run_chunk(chunk)
+        value = run_chunk(chunk, attempt=task.request.retries)
     except SoftTimeLimitExceeded:
         if store and job_id:
-            limit = f"over the chunk time limit of {task.soft_time_limit} s (use more chunks)"
+            limit = f"over the chunk time limit of {_limits(task)[1]} s (use more chunks)"
             store.chunk_failed(job_id, chunk.index, chunk.describe(), limit)
+        raise
+    except TransientFault as exc:
+        # autoretry_for turns this into a retry, unless this was the last allowed attempt.
+        if store and job_id:
+            if task.request.retries < (task.max_retries or 0):
+                store.chunk_retried(job_id)
+            else:
+                error = f"{type(exc).__name__}: {exc}, still after {task.request.retries} retries"
+                store.chunk_failed(job_id, chunk.index, chunk.describe(), error)
         raise
     except Exception as exc:
         if store and job_id:
@@ -155,6 +194,39 @@ def chunk_task(task: Task[Any, Any], message: dict[str, Any], job_id: str | None
             },
         )
     return value
+
+
+def chunk_failure(
+    task: Task[Any, Any],
+    exc: BaseException,
+    task_id: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    einfo: Any,
+) -> None:
+    """Record a chunk killed at its hard time limit (Celery calls this in the worker's main process,
+    where the pool process that ran the chunk no longer exists). Every other failure was recorded
+    by the chunk itself."""
+    if not isinstance(exc, TimeLimitExceeded):
+        return
+    message = args[0]
+    job_id = args[1] if len(args) > 1 else kwargs.get("job_id")
+    if not job_id:
+        return
+    chunk = Chunk.from_message(message)
+    hard = exc.args[0] if exc.args else task.time_limit
+    error = (
+        f"killed at the chunk hard time limit of {hard:g} s "
+        f"(it did not stop at the soft limit of {_limits(task)[1]} s)"
+    )
+    job_store(task.app).chunk_failed(job_id, chunk.index, chunk.describe(), error)
+
+
+def _limits(task: Task[Any, Any]) -> tuple[Any, Any]:
+    """(hard, soft) time limits in force for the running chunk: the ones its message carries (the
+    sender's, which the worker obeys), else the task's own."""
+    hard, soft = task.request.timelimit or (None, None)
+    return hard or task.time_limit, soft or task.soft_time_limit
 
 
 def combine_task(task: Task[Any, Any], partials: list[int], kind: str, job_id: str | None = None) -> int:

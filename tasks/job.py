@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tasks import kinds
+from tasks import faults, kinds
 
 #: At most this many chunks per job: each chunk is one message (and, through Celery, one task and one
 #: result key), so the cap bounds broker and backend memory for one job.
@@ -31,9 +31,9 @@ class JobError(ValueError):
 class Chunk:
     """One unit of work: the half-open range [start, stop) of job `kind`, numbered `index`.
 
-    `latency` is the download job's wait per item; `fail_at` is an item at which the chunk holding it
-    raises (fault injection for demos and drills). Every field is a small scalar: the message has the
-    same size whatever n is.
+    `latency` is the download job's wait per item; `fault` is the job's injected fault as a spec
+    (`tasks.faults`), which strikes only the chunk holding its item. Every field is a small scalar or
+    a few bytes of text: the message has the same size whatever n is.
     """
 
     kind: str
@@ -41,7 +41,7 @@ class Chunk:
     start: int
     stop: int
     latency: float = 0.0
-    fail_at: int | None = None
+    fault: str | None = None
 
     @property
     def size(self) -> int:
@@ -61,13 +61,18 @@ class Chunk:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """Compute `kind` over the items 1..n, cut into `chunks` ranges. Validated on construction."""
+    """Compute `kind` over the items 1..n, cut into `chunks` ranges. Validated on construction.
+
+    `fault` injects one fault (a `tasks.faults` spec such as ``transient:2@600``); `fail_at=ITEM` is
+    the older way to say ``fail@ITEM``. At most one of them.
+    """
 
     kind: str
     n: int
     chunks: int = 16
     latency: float = DEFAULT_LATENCY
     fail_at: int | None = None
+    fault: str | None = None
 
     def __post_init__(self) -> None:
         spec = kinds.KINDS.get(self.kind)
@@ -91,10 +96,26 @@ class Job:
             raise JobError(f"latency must be between 0 and {LATENCY_MAX:g} s, got {self.latency:g}")
         if self.fail_at is not None and not 1 <= self.fail_at <= self.n:
             raise JobError(f"fail-at must be an item in 1..{self.n}, got {self.fail_at}")
+        if self.fault is not None:
+            if self.fail_at is not None:
+                raise JobError("give either fail-at or a fault, not both")
+            try:
+                fault = faults.parse(self.fault)
+            except faults.FaultError as error:
+                raise JobError(str(error)) from None
+            if not 1 <= fault.item <= self.n:
+                raise JobError(f"fault {self.fault!r}: ITEM must be in 1..{self.n}, got {fault.item}")
 
     @property
     def spec(self) -> kinds.Kind:
         return kinds.KINDS[self.kind]
+
+    @property
+    def fault_spec(self) -> str | None:
+        """The job's fault in canonical form (what each chunk message carries), or None."""
+        if self.fail_at is not None:
+            return faults.Fault(faults.FAIL, self.fail_at).spec
+        return faults.parse(self.fault).spec if self.fault is not None else None
 
     def describe(self) -> str:
         return f"{self.kind} 1..{self.n:_} in {self.chunks} chunks"
@@ -108,7 +129,7 @@ def chunk_at(job: Job, index: int) -> Chunk:
     start = 1 + index * base + min(index, longer)
     stop = start + base + (1 if index < longer else 0)
     latency = job.latency if job.spec.io_bound else 0.0
-    return Chunk(job.kind, index, start, stop, latency, job.fail_at)
+    return Chunk(job.kind, index, start, stop, latency, job.fault_spec)
 
 
 def split(job: Job) -> list[Chunk]:
@@ -116,9 +137,10 @@ def split(job: Job) -> list[Chunk]:
     return [chunk_at(job, index) for index in range(job.chunks)]
 
 
-def run_chunk(chunk: Chunk) -> int:
-    """Compute one chunk's partial result (raises InjectedFault if it holds the job's `fail_at` item)."""
-    _inject_fault(chunk)
+def run_chunk(chunk: Chunk, attempt: int = 0) -> int:
+    """Compute one chunk's partial result. If it holds the job's fault, the fault strikes first
+    (raises or stalls; `attempt` is how many times this chunk ran before, for transient faults)."""
+    faults.strike(chunk.fault, chunk.start, chunk.stop, attempt=attempt)
     return kinds.KINDS[chunk.kind].compute(chunk.start, chunk.stop, chunk.latency)
 
 
@@ -126,13 +148,8 @@ async def run_chunk_async(chunk: Chunk) -> int:
     """`run_chunk` as a coroutine, for I/O-bound kinds only: their waits yield to the event loop."""
     if not kinds.KINDS[chunk.kind].io_bound:
         raise JobError(f"{chunk.kind} is CPU-bound: a coroutine would block the event loop")
-    _inject_fault(chunk)
+    await faults.strike_async(chunk.fault, chunk.start, chunk.stop)
     return await kinds.download_range_async(chunk.start, chunk.stop, chunk.latency)
-
-
-def _inject_fault(chunk: Chunk) -> None:
-    if chunk.fail_at is not None and chunk.start <= chunk.fail_at < chunk.stop:
-        raise kinds.InjectedFault(f"injected fault at item {chunk.fail_at}")
 
 
 def combine(kind: str, partials: list[int]) -> int:

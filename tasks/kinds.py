@@ -18,11 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from math import isqrt
 
-
-class InjectedFault(RuntimeError):
-    """Raised by a chunk that holds the job's `fail_at` item (fault injection, never by accident)."""
-
-
 # ---------------------------------------------------------------------------------------------- sum
 
 

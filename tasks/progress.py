@@ -5,15 +5,19 @@ chunk (`GroupResult.completed_count()`), and it counts only successes. So the ch
 keys per job themselves, next to Celery's results, and every read here is one pipelined round trip:
 
     {prefix}conquer:job:{id}          hash: the job's parameters, submitted/started/finished times,
-                                      the combined value, the first error, cancelled, and one
-                                      `worker:{node}` counter per worker that ran a chunk
+                                      the combined value, the first error, cancelled, one
+                                      `worker:{node}` counter per worker that ran a chunk, and
+                                      counters of chunk runs started (`attempts`), chunk runs to
+                                      be retried (`retries`) and combine runs (`combines`)
     {prefix}conquer:job:{id}:done     bitmap: bit i set once chunk i succeeded
     {prefix}conquer:job:{id}:failed   bitmap: bit i set once chunk i failed
     {prefix}conquer:job:{id}:log      list: one JSON record per chunk run (who ran it, when)
 
 Bitmaps, not counters: with late acknowledgement a chunk can run twice (its worker died after
-computing it), and setting a bit twice still counts once. Every write also (re)sets the keys' TTL, so
-no key outlives `result_expires` — even one a late duplicate would otherwise re-create.
+computing it), and setting a bit twice still counts once. The counters, on the contrary, count every
+run: `attempts` above the number of chunks, or `combines` above 1, is a re-run made visible. Every
+write also (re)sets the keys' TTL, so no key outlives `result_expires` — even one a late duplicate
+would otherwise re-create.
 
 Usage::
 
@@ -39,6 +43,7 @@ if TYPE_CHECKING:
 JOB_ID = re.compile(r"[0-9a-f]{16}")
 
 WORKER_FIELD = "worker:"
+ATTEMPTS, RETRIES, COMBINES = "attempts", "retries", "combines"
 
 #: The states `status` reports, in the order a job goes through them.
 QUEUED, RUNNING, SUCCESS, FAILURE, CANCELLED = "QUEUED", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"
@@ -73,6 +78,12 @@ class JobStatus:
     cancelled: bool = False
     #: Chunks run per worker node name.
     workers: dict[str, int] = field(default_factory=dict)
+    #: Chunk runs started (a chunk redelivered or retried counts once per run).
+    attempts: int = 0
+    #: Chunk runs that raised a transient error and were sent again (after a backoff).
+    retries: int = 0
+    #: Times the combine step ran: 1 for a job that succeeded once and only once.
+    combines: int = 0
 
     @property
     def total(self) -> int:
@@ -115,6 +126,9 @@ class JobStatus:
             "value": self.value,
             "error": self.error,
             "workers": self.workers,
+            "attempts": self.attempts,
+            "retries": self.retries,
+            "combines": self.combines,
         }
 
 
@@ -146,6 +160,8 @@ class JobStore:
         }
         if job.fail_at is not None:
             fields["fail_at"] = job.fail_at
+        if job.fault is not None:
+            fields["fault"] = job.fault
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job_id), mapping=fields)
             # Size both bitmaps now: later SETBITs then never grow (or create) them.
@@ -172,6 +188,7 @@ class JobStore:
             int(fields["chunks"]),
             latency=float(fields["latency"]),
             fail_at=int(fail_at) if fail_at else None,
+            fault=fields.get("fault"),
         )
         return JobStatus(
             job_id=job_id,
@@ -189,6 +206,9 @@ class JobStore:
                 for name, count in fields.items()
                 if name.startswith(WORKER_FIELD)
             },
+            attempts=int(fields.get(ATTEMPTS, 0)),
+            retries=int(fields.get(RETRIES, 0)),
+            combines=int(fields.get(COMBINES, 0)),
         )
 
     def records(self, job_id: str, start: int = 0) -> list[dict[str, Any]]:
@@ -211,8 +231,13 @@ class JobStore:
     # ---------------------------------------------------------------------------------- the worker
 
     def chunk_started(self, job_id: str) -> bool:
-        """Note that a chunk of the job began; False if the job was cancelled (skip the chunk)."""
-        return bool(self._scripts.started(keys=[self.key(job_id)], args=[time.time(), self.ttl]))
+        """Note that a chunk of the job began (one more attempt); False if the job was cancelled
+        (skip the chunk, which then does not count as an attempt)."""
+        return bool(self._scripts.started(keys=[self.key(job_id)], args=[time.time(), self.ttl, ATTEMPTS]))
+
+    def chunk_retried(self, job_id: str) -> None:
+        """A chunk raised a transient error and will run again after a backoff."""
+        self._touch(self.key(job_id), "hincrby", RETRIES, 1)
 
     def chunk_done(self, job_id: str, record: dict[str, Any]) -> None:
         self._scripts.done(
@@ -233,6 +258,7 @@ class JobStore:
     def finished(self, job_id: str, value: int) -> None:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.hset(self.key(job_id), mapping={"value": value, "finished": time.time()})
+            pipe.hincrby(self.key(job_id), COMBINES, 1)
             pipe.expire(self.key(job_id), self.ttl)
             pipe.execute()
 
@@ -248,6 +274,7 @@ class JobStore:
 CHUNK_STARTED = """
 if redis.call('HEXISTS', KEYS[1], 'cancelled') == 1 then return 0 end
 redis.call('HSETNX', KEYS[1], 'started', ARGV[1])
+redis.call('HINCRBY', KEYS[1], ARGV[3], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """

@@ -83,3 +83,14 @@ def test_celery_call_runs_a_chunk_task(celery_stack: Stack) -> None:
         time.sleep(0.05)
     assert result.get(timeout=1) == 5050
     result.forget()
+
+
+def test_two_apps_in_one_process_keep_their_own_time_limits() -> None:
+    """Celery's shared tasks would give the second app the first one's limits, and a client stamps
+    its limits on every message it sends (the worker obeys those over its own)."""
+    short = make_app(Settings(chunk_time_limit=2, visibility_timeout=8, key_prefix="a"))
+    default = make_app(Settings(key_prefix="b"))
+    assert (short.tasks[CHUNK_TASK].soft_time_limit, short.tasks[CHUNK_TASK].time_limit) == (2, 5)
+    assert (default.tasks[CHUNK_TASK].soft_time_limit, default.tasks[CHUNK_TASK].time_limit) == (15, 18)
+    short.close()
+    default.close()

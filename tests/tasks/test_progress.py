@@ -124,3 +124,22 @@ def test_reading_progress_is_one_round_trip_whatever_the_chunk_count(
     assert status is not None
     assert status.done == len(range(0, chunks, max(1, chunks // 4)))
     assert len(round_trips) == 1
+
+
+def test_every_run_retry_and_combine_is_counted_but_a_cancelled_job_starts_none(store: JobStore) -> None:
+    """Unlike the done bitmap, the counters count re-runs: that is how a drill sees a chunk run again
+    or the combine step run more than once."""
+    job_id = new_id()
+    store.create(job_id, Job("sum", 30, 3, fault="transient:1@5"))
+    for _ in range(4):  # 3 chunks, one of them twice
+        assert store.chunk_started(job_id)
+    store.chunk_retried(job_id)
+    store.finished(job_id, 465)
+    status = store.status(job_id)
+    assert status is not None
+    assert (status.attempts, status.retries, status.combines) == (4, 1, 1)
+    assert status.job.fault == "transient:1@5"
+    assert {"attempts": 4, "retries": 1, "combines": 1}.items() <= status.to_dict().items()
+    store.cancel(job_id)
+    assert not store.chunk_started(job_id)
+    assert store.status(job_id).attempts == 4  # type: ignore[union-attr]
