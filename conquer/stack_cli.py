@@ -425,10 +425,17 @@ def _announce(stack: Any, verbose: bool) -> None:
     from tasks.settings import ENV_BROKER, mask
     from workers.localstack import FLOWER_USER
 
+    # An embedded broker's URL is a socket path only this user can open, and the other shell needs
+    # it; an external broker's may hold a password, and the other shell can set it as this one did.
+    connect = (
+        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}"
+        if stack.embedded
+        else f"  in another shell with the same {ENV_BROKER}:"
+    )
     lines = [
         f"conquer up: {stack.describe()}, ready in {stack.startup_s:.1f} s",
         f"  broker   {mask(stack.settings.broker_url)}",
-        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}",
+        connect,
         "                     conquer submit sum 1e8 --wait",
     ]
     if stack.flower_url:
