@@ -32,7 +32,7 @@ import click
 import pytest
 import redis
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import tasks.settings
@@ -242,7 +242,9 @@ def is_int(text: str) -> bool:
 def bad_seconds(low: float, high: float) -> st.SearchStrategy[str]:
     """Not a number, nan, or a number of seconds outside low..high."""
     return st.one_of(
-        st.floats().filter(lambda x: math.isnan(x) or not low <= x <= high).map(repr),
+        st.floats(max_value=low, exclude_max=True).map(repr),  # -inf included
+        st.floats(min_value=high, exclude_min=True).map(repr),  # inf included
+        st.just(repr(math.nan)),
         st.sampled_from(["nan", "NaN", "-nan", "inf", "-Infinity"]),
         texts().filter(lambda text: not is_float(text)),
     )
@@ -266,18 +268,18 @@ def is_job_id(text: str) -> bool:
 
 
 def not_a_job_id() -> st.SearchStrategy[str]:
-    def one_wrong(prefix: str, wrong: str, suffix: str) -> str:
-        return prefix + wrong + suffix
+    def one_wrong(digits: str, at: int, wrong: str) -> str:
+        return digits[:at] + wrong + digits[at:]
 
     return st.one_of(
         texts(max_size=20, positional=True).filter(lambda text: not is_job_id(text)),
-        st.text(HEX, max_size=40).filter(lambda text: len(text) != 16),  # hex, another length
+        st.text(HEX, max_size=15) | st.text(HEX, min_size=17, max_size=40),  # hex, another length
         st.builds(  # 16 characters, one of them no hex digit (a look-alike, a letter, a blank...)
             one_wrong,
-            st.text(HEX, max_size=15),
-            st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00-" + string.hexdigits),
-            st.text(HEX, max_size=15),
-        ).filter(lambda text: len(text) == 16 and not is_job_id(text)),
+            st.text(HEX, min_size=15, max_size=15),
+            st.integers(1, 15),  # not first: a leading '-' would be an option
+            st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00" + string.hexdigits),
+        ),
     )
 
 
@@ -491,8 +493,9 @@ def settings_fault(port: int, *, urls_parsed: bool = True) -> Fault:
     return fault
 
 
-def draw_fault(draw: st.DrawFn, line: Line, faults: list[Fault]) -> Case:
-    return draw(st.sampled_from(faults))(draw, line)
+def draw_fault(draw: st.DrawFn, line: Line, faults: list[Fault], setting: Fault | None = None) -> Case:
+    """One of `faults`; with `setting`, that one (the command's setting that cannot work)."""
+    return (setting or draw(st.sampled_from(faults)))(draw, line)
 
 
 # ------------------------------------------------------------------------- each command's lines
@@ -526,7 +529,7 @@ STRUCTURAL: list[Fault] = [unknown_option, extra_argument, missing_argument, mis
 
 
 @st.composite
-def run_cases(draw: st.DrawFn, port: int) -> Case:
+def run_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = job_line(draw, "run")
     in_host = [
         name for name, spec in EXECUTORS.items() if name != "celery" and line.kind in (spec.kinds or KINDS)
@@ -582,11 +585,11 @@ def run_cases(draw: st.DrawFn, port: int) -> Case:
         on_celery,
         *STRUCTURAL,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, on_celery if setting else None)
 
 
 @st.composite
-def compare_cases(draw: st.DrawFn, port: int) -> Case:
+def compare_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = job_line(draw, "compare")
     in_host = [name for name in EXECUTORS if name != "celery"]
     line.options["--executors"] = [",".join(draw(st.lists(st.sampled_from(in_host), min_size=1, max_size=3)))]
@@ -620,11 +623,11 @@ def compare_cases(draw: st.DrawFn, port: int) -> Case:
         with_celery,
         *STRUCTURAL,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, with_celery if setting else None)
 
 
 @st.composite
-def submit_cases(draw: st.DrawFn, port: int) -> Case:
+def submit_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = job_line(draw, "submit")
     if draw(st.booleans()):
         line.options["--fail-at"] = [str(draw(st.integers(1, line.n)))]
@@ -651,11 +654,11 @@ def submit_cases(draw: st.DrawFn, port: int) -> Case:
         settings_fault(port),
         *STRUCTURAL,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
 
 @st.composite
-def job_id_cases(draw: st.DrawFn, port: int, command: str) -> Case:
+def job_id_cases(draw: st.DrawFn, port: int, command: str, setting: bool = False) -> Case:
     line = Line(command, [draw(job_ids())])
     if command != "cancel" and draw(st.booleans()):
         line.options["--json"] = []
@@ -672,11 +675,11 @@ def job_id_cases(draw: st.DrawFn, port: int, command: str) -> Case:
         faults += [in_range("--timeout", bad_seconds(0, 7 * 24 * 3600), "timeout"), missing_value]
     if command != "cancel":
         faults.append(flag_with_value)
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
 
 @st.composite
-def workers_cases(draw: st.DrawFn, port: int) -> Case:
+def workers_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = Line("workers", [])
     if draw(st.booleans()):
         line.options["--timeout"] = [repr(draw(st.floats(0.1, 1)))]
@@ -688,11 +691,11 @@ def workers_cases(draw: st.DrawFn, port: int) -> Case:
         missing_value,
         flag_with_value,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
 
 @st.composite
-def up_cases(draw: st.DrawFn, port: int) -> Case:
+def up_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = Line("up", [])
     if draw(st.booleans()):
         line.options[draw(st.sampled_from(["--workers", "-w"]))] = [str(draw(st.integers(1, 64)))]
@@ -708,11 +711,11 @@ def up_cases(draw: st.DrawFn, port: int) -> Case:
         missing_value,
         flag_with_value,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
 
 @st.composite
-def bench_cases(draw: st.DrawFn, port: int) -> Case:
+def bench_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     # --tiny: should a fault slip through, the run takes seconds, not a quarter of an hour.
     line = Line("bench", [], {"--tiny": []})
     if draw(st.booleans()):
@@ -746,7 +749,7 @@ def bench_cases(draw: st.DrawFn, port: int) -> Case:
         missing_value,
         flag_with_value,
     ]
-    return draw_fault(draw, line, faults)
+    return draw_fault(draw, line, faults, settings_fault(port, urls_parsed=False) if setting else None)
 
 
 @st.composite
@@ -766,6 +769,20 @@ CASES: dict[str, Callable[[int], st.SearchStrategy[Case]]] = {
     "up": up_cases,
     "bench": bench_cases,
     "demo": demo_cases,
+}
+
+#: The same command lines with a setting that cannot work (run and compare: with Celery among the
+#: executors, the only time they read the settings).
+SETTING_CASES: dict[str, Callable[[int], st.SearchStrategy[Case]]] = {
+    "run --on celery": lambda port: run_cases(port, setting=True),
+    "compare": lambda port: compare_cases(port, setting=True),
+    "submit": lambda port: submit_cases(port, setting=True),
+    "status": lambda port: job_id_cases(port, "status", setting=True),
+    "result": lambda port: job_id_cases(port, "result", setting=True),
+    "cancel": lambda port: job_id_cases(port, "cancel", setting=True),
+    "workers": lambda port: workers_cases(port, setting=True),
+    "up": lambda port: up_cases(port, setting=True),
+    "bench": lambda port: bench_cases(port, setting=True),
 }
 
 
@@ -801,6 +818,19 @@ def test_bad_input_exits_2_in_one_line_before_the_broker_hears_of_it(
     broker: Witness, command: str, data: st.DataObject
 ) -> None:
     case = data.draw(CASES[command](broker.server.port), label="case")
+    event(case.fault)  # what was tried, in --hypothesis-show-statistics
+    with broker.untouched(str(case)):
+        outcome = in_process(case, broker)
+    assert_refused(case, outcome)
+
+
+@pytest.mark.parametrize("command", list(SETTING_CASES))
+@settings(FUZZ, max_examples=100)
+@given(data=st.data())
+def test_a_setting_that_cannot_work_exits_2_before_the_broker_hears_of_it(
+    broker: Witness, command: str, data: st.DataObject
+) -> None:
+    case = data.draw(SETTING_CASES[command](broker.server.port), label="case")
     with broker.untouched(str(case)):
         outcome = in_process(case, broker)
     assert_refused(case, outcome)
