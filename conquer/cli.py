@@ -18,6 +18,7 @@ from conquer import exitcodes, stack_cli
 from conquer.bench.command import bench
 from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
+from conquer.numbers import FiniteFloatRange
 from tasks import KINDS, faults
 from workers import EXECUTORS, IPCS, START_METHODS
 
@@ -140,7 +141,7 @@ def job_options(function: Any) -> Any:
         ),
         click.option(
             "--latency",
-            type=click.FloatRange(0, 10),
+            type=FiniteFloatRange(0, 10),
             default=0.1,
             show_default=True,
             help="download only: seconds each item waits.",
@@ -240,6 +241,8 @@ def run(
         )
     except executors.PlanError as error:
         raise click.UsageError(str(error)) from None
+    if plan.executor == "celery":
+        stack_cli.stack_settings()  # a Celery setting that cannot work is bad input: exit 2, nothing started
     with render.progress_bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
@@ -302,6 +305,11 @@ def compare(
     from conquer import render
 
     job = build_job(kind, n, chunks, latency)
+    if workers is not None and not 1 <= workers <= executor_registry.WORKERS_MAX:
+        # Checked here too: when only serial runs, no plan ever looks at --workers.
+        raise click.UsageError(
+            f"workers must be between 1 and {executor_registry.WORKERS_MAX}, got {workers}"
+        )
     methods = list(START_METHODS) if start_method == "all" else ([start_method] if start_method else None)
     try:
         plans = executor_registry.variants(
@@ -312,6 +320,8 @@ def compare(
         )
     except executor_registry.PlanError as error:
         raise click.UsageError(str(error)) from None
+    if any(plan.executor == "celery" for plan in plans):
+        stack_cli.stack_settings()  # as in `run`: exit 2 before any executor runs
     with render.progress_bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
         rows = comparing.compare(job, plans, repeats, on_run=tick)
     summary = comparing.to_dict(job, rows, repeats)

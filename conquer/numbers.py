@@ -1,8 +1,13 @@
-"""Parsing the counts people type: `100000000`, `100_000_000` and `1e8` all mean 10^8."""
+"""Parsing the numbers people type: `100000000`, `100_000_000` and `1e8` all mean 10^8; a number of
+seconds is a finite float in its range."""
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import click
 
 #: Beyond this many digits a number is refused before it is expanded (`1e999999999` must not hang).
 MAX_DIGITS = 30
@@ -35,3 +40,14 @@ def parse_count(text: str) -> int:
     if number != number.to_integral_value():
         raise ValueError(f"{text!r} is not a whole number")
     return int(number)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses `nan`. FloatRange lets it through: nan compares false with
+    both bounds, and a deadline of nan seconds is never reached (`--timeout nan` waited forever)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        return number

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conquer.exitcodes import ExitCode
+from conquer.numbers import FiniteFloatRange
 from tasks import KINDS, faults
 
 if TYPE_CHECKING:
@@ -69,19 +70,49 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(error), param=param) from None
 
 
-TIMEOUT = click.FloatRange(0, TIMEOUT_MAX_S)
+TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
 
 
 def stack_settings() -> Settings:
     """This process's settings; a variable that cannot work is bad input (exit 2)."""
-    from tasks.settings import SettingsError, settings
+    from tasks.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
 
     try:
-        return settings()
+        found = settings()
     except SettingsError as error:
         raise click.UsageError(str(error)) from None
+    for name, url in ((ENV_BROKER, found.broker_url), (ENV_BACKEND, found.result_backend)):
+        _check_redis_url(name, url)
+    return found
+
+
+def _check_redis_url(name: str, url: str) -> None:
+    """Refuse a Redis URL that the client cannot even build a connection from (a port or database
+    that is not a number, an unknown option...): bad input, not an unreachable broker."""
+    from urllib.parse import urlsplit
+
+    from tasks.progress import redis_client
+    from tasks.settings import BROKER_SCHEMES, mask
+
+    try:
+        schemes = tuple(f"{scheme}://" for scheme in BROKER_SCHEMES)
+        if not url.startswith(schemes):  # Settings checked only the part before any "://"
+            raise ValueError(f"it must begin with {', '.join(schemes)}")
+        database = urlsplit(url).path.removeprefix("/")
+        if not url.startswith("redis+socket://") and database and not database.isdecimal():
+            # redis-py would quietly use database 0 here, and the workers' kombu refuse the URL.
+            raise ValueError(f"the database must be a number, not {database!r}")
+        client = redis_client(url)
+        try:
+            client.connection_pool.make_connection()  # what the first command would use; not connected
+        finally:
+            client.close()
+    except (ValueError, TypeError) as error:
+        # The parser's reason quotes parts of the URL: of one that holds a password, only the masked URL.
+        reason = f": {error}" if "@" not in url else ""
+        raise click.UsageError(f"{name} is not a usable Redis URL, {mask(url)!r}{reason}") from None
 
 
 @contextmanager
@@ -131,7 +162,7 @@ Examples:
 @click.argument("n", callback=_count, metavar="N")
 @click.option("--chunks", "-k", callback=_count, default=None, help="Ranges to cut 1..N into [default: 16].")
 @click.option(
-    "--latency", type=click.FloatRange(0, 10), default=0.1, show_default=True, help="download only."
+    "--latency", type=FiniteFloatRange(0, 10), default=0.1, show_default=True, help="download only."
 )
 @click.option(
     "--fail-at", callback=_count, default=None, metavar="ITEM", help="The chunk holding ITEM raises."
@@ -313,7 +344,7 @@ def cancel(job_id: str) -> int:
 @click.command(epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n")
 @click.option(
     "--timeout",
-    type=click.FloatRange(0.1, 60),
+    type=FiniteFloatRange(0.1, 60),
     default=1.0,
     show_default=True,
     help="Seconds to wait for answers.",
@@ -403,10 +434,17 @@ def _announce(stack: Any, verbose: bool) -> None:
     from tasks.settings import ENV_BROKER, mask
     from workers.localstack import FLOWER_USER
 
+    # An embedded broker's URL is a socket path only this user can open, and the other shell needs
+    # it; an external broker's may hold a password, and the other shell can set it as this one did.
+    connect = (
+        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}"
+        if stack.embedded
+        else f"  in another shell with the same {ENV_BROKER}:"
+    )
     lines = [
         f"conquer up: {stack.describe()}, ready in {stack.startup_s:.1f} s",
         f"  broker   {mask(stack.settings.broker_url)}",
-        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}",
+        connect,
         "                     conquer submit sum 1e8 --wait",
     ]
     if stack.flower_url:

@@ -25,7 +25,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from urllib.parse import urlsplit
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
@@ -158,17 +157,25 @@ def _flag(env: Mapping[str, str], name: str, *, default: bool) -> bool:
     raise SettingsError(f"{name} must be 1 or 0, got {text!r}")
 
 
+#: A password given as a query parameter (redis-py reads `?password=...`).
+PASSWORD_PARAMETER = re.compile(r"([?&;]password=)[^&;#]*", re.IGNORECASE)
+
+
 def mask(url: str) -> str:
-    """`url` with its password replaced by `***` — the only form in which a URL is ever printed."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    """`url` with its password replaced by `***` — the only form in which a URL is ever printed.
+
+    Masked on the text, not on a parse: a password that was not percent-encoded (`redis://:p#ss@host`)
+    makes a URL parser see no password at all (`#` starts a fragment), and must not be printed either.
+    So everything after the user name up to the last `@` is hidden (more than the password, in a URL
+    with an `@` in its query: harmless), and so is a `password=` query parameter.
+    """
+    head, separator, rest = url.partition("://")
+    if not separator:
+        head, rest = "", url
+    userinfo, at, location = rest.rpartition("@")
+    if at and ":" in userinfo:
+        rest = f"{userinfo.partition(':')[0]}:***@{location}"
+    return head + separator + PASSWORD_PARAMETER.sub(r"\1***", rest)
 
 
 @cache
