@@ -54,7 +54,8 @@ def main(report_path: str) -> int:
         if page is None:
             unanswered.append(name)
         elif page["info"]["version"] != installed:
-            held_back.append(f"{name} {installed}: the index has advisories for {page['info']['version']} only")
+            newer = page["info"]["version"]
+            held_back.append(f"{name} {installed}: the index has advisories for {newer} only")
         else:
             audited += 1
             advisories = [v["id"] for v in page.get("vulnerabilities", []) if not v.get("withdrawn")]
