@@ -52,6 +52,9 @@ CHORD_CHECK_S = 1.0
 #: How long a client whose job could not be sent keeps trying to mark it failed.
 ABANDON_S = 3.0
 
+#: What `status` says of a job whose sending failed (all or nothing: nothing of it was queued).
+NOT_SENT = "the job could not be sent: none of its chunks was queued"
+
 
 class UnknownJob(ExecutorError):
     """No job with that id is known (never submitted, or its records expired)."""
@@ -182,7 +185,7 @@ class Client:
         deadline = time.monotonic() + ABANDON_S
         while True:
             try:
-                self.store.abandon(job_id, "the job could not be sent: none of its chunks was queued")
+                self.store.abandon(job_id, NOT_SENT)
                 self.store.cancel(job_id)
                 return
             except ResponseError:
