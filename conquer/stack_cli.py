@@ -315,8 +315,13 @@ def _ago(when: float) -> str:
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
     """Print a job's verified answer, waiting up to --timeout for it."""
+    from workers import BrokerUnreachable
+
     with connected() as client, job_errors():
-        found = client.status(job_id)
+        try:
+            found = client.status(job_id)
+        except BrokerUnreachable:  # lost right after connecting: wait through it (no total yet, no bar)
+            found = client.wait(job_id, timeout)
         if not found.over:
             found = _wait_with_progress(client, job_id, timeout, found.total, found.job.describe())
         return _show_outcome(client, found, as_json)

@@ -99,9 +99,11 @@ def config(settings: Settings) -> dict[str, Any]:
         "worker_pool": settings.worker_pool,
         # Task events, for Flower.
         "worker_send_task_events": settings.task_events,
-        # A late-acked chunk that is still running when the broker connection drops cannot be acked
-        # any more and will be redelivered anyway: stop it instead of finishing it twice.
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A late-acked chunk still running when the broker connection drops is left to finish (it is
+        # redelivered later anyway, and a chunk counts once). Cancelling it, as Celery offers, marks
+        # it REVOKED in the chord and puts its id on the worker's revoked list, which then discards the
+        # redelivery: the chord fails for good (seen in the Redis-restart drill).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_default_queue": "conquer",
         "broker_connection_timeout": 3,
     }

@@ -14,12 +14,16 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
@@ -30,6 +34,7 @@ from workers.base import BrokerUnreachable, ExecutorError
 if TYPE_CHECKING:
     from celery import Celery
     from celery.result import AsyncResult
+    from kombu import Producer
 
 #: How often a waiting client reads a job's progress. The answer itself arrives at once (Redis
 #: pub/sub wakes the client); this only paces the progress bar and the checks for failure.
@@ -37,6 +42,18 @@ POLL_S = 0.1
 
 #: An unreachable broker is reported within this many seconds (connect timeouts, DNS included).
 REACH_TIMEOUT_S = 4.0
+
+#: While Redis does not answer, a waiting client asks again this often (until its deadline).
+RETRY_S = 0.5
+
+#: How often a waiting client also asks whether Celery failed the job's chord (`Client.status`).
+CHORD_CHECK_S = 1.0
+
+#: How long a client whose job could not be sent keeps trying to mark it failed.
+ABANDON_S = 3.0
+
+#: What `status` says of a job whose sending failed (all or nothing: nothing of it was queued).
+NOT_SENT = "the job could not be sent: none of its chunks was queued"
 
 
 class UnknownJob(ExecutorError):
@@ -110,15 +127,17 @@ class Client:
     # ------------------------------------------------------------------------------------- submit
 
     def submit(self, job: Job) -> str:
-        """Send the job's chord and return its id at once. Messages carry ranges, never data."""
+        """Send the job's chord and return its id at once. Messages carry ranges, never data.
+
+        All or nothing: the chunk messages reach Redis in one MULTI/EXEC, so a broker that fails during
+        the send (connection lost, out of memory) leaves none of them queued — never part of a job
+        whose chord could not complete. The job is then marked failed (BrokerUnreachable is raised).
+        """
         from celery import chord
-        from kombu.exceptions import OperationalError
-        from redis.exceptions import RedisError
 
         from tasks.celery_app import CHUNK_TASK, COMBINE_TASK
 
         job_id = new_job_id()
-        self.store.create(job_id, job)
         header = [
             self.app.signature(
                 CHUNK_TASK,
@@ -136,34 +155,79 @@ class Client:
         body = self.app.signature(
             COMBINE_TASK, (job.kind, job_id), task_id=job_id, ignore_result=False, argsrepr=job.describe()
         )
+        url = mask(self.settings.broker_url)
         try:
-            result = chord(header, body).apply_async()
-        except (OperationalError, RedisError, OSError) as error:
-            # Whatever part of the chord was sent is cancelled, so nothing half-submitted runs.
-            self._abandon(job_id, job)
+            self.store.create(job_id, job)
+        except _broker_errors() as error:
             raise BrokerUnreachable(
-                f"sending job {job_id} to {mask(self.settings.broker_url)} failed: {error}"
+                f"recording job {job_id} at {url} failed: {_reason(error)}; nothing was sent"
+            ) from None
+        try:
+            with _all_or_nothing(self.app):
+                result = chord(header, body).apply_async()
+        except _broker_errors() as error:
+            self._abandon(job_id)
+            raise BrokerUnreachable(
+                # kombu's batch error only says delivery is uncertain; its cause says why.
+                f"sending job {job_id} to {url} failed: {_reason(error.__cause__ or error)}; "
+                "none of its chunks will run"
             ) from None
         _forget_locally(result)
         return job_id
 
-    def _abandon(self, job_id: str, job: Job) -> None:
-        try:
-            self.store.abandon(job_id, "the job could not be sent completely")
-            self.store.cancel(job_id)
-            self.app.control.revoke([chunk_task_id(job_id, i) for i in range(job.chunks)] + [job_id])
-        except Exception:  # the broker is gone: the chunks that were sent expire with their keys
-            pass
+    def _abandon(self, job_id: str) -> None:
+        """Mark a job that could not be sent as failed, and cancelled: if its transaction ran after all
+        (EXEC executed, its reply lost), its chunks then skip themselves. Redis may be away for a moment:
+        keep trying for ABANDON_S. A Redis that refuses writes (out of memory) still allows deletes: the
+        job's record goes, and `status` says no such job was submitted."""
+        from redis.exceptions import ResponseError
+
+        deadline = time.monotonic() + ABANDON_S
+        while True:
+            try:
+                self.store.abandon(job_id, NOT_SENT)
+                self.store.cancel(job_id)
+                return
+            except ResponseError:
+                with suppress(*_broker_errors()):
+                    self.store.client.delete(*self.store.keys(job_id))
+                return
+            except _broker_errors():
+                if time.monotonic() > deadline:
+                    return  # no chunk was queued; the record expires with its TTL
+                time.sleep(RETRY_S)
 
     # --------------------------------------------------------------------------------------- read
 
-    def status(self, job_id: str) -> JobStatus:
-        status = self.store.status(job_id)
+    def status(self, job_id: str, *, chord: bool = True) -> JobStatus:
+        """The job's status; with `chord`, a job not yet over is also looked up in Celery's results."""
+        with self._reading():
+            status = self.store.status(job_id)
+            if status is not None and chord and not status.over:
+                status = self._with_chord_failure(status)
         if status is None:
             raise UnknownJob(
                 f"no job {job_id} at {mask(self.settings.result_backend)} (never submitted, or expired)"
             )
         return status
+
+    def _with_chord_failure(self, status: JobStatus) -> JobStatus:
+        """`status`, failed if Celery failed the job's chord where no chunk could record it.
+
+        A chunk records its own exceptions; but one killed at its hard time limit, or whose failure
+        Celery stored while the job store could not be written (Redis was away), fails the chord
+        without a trace in the job store. The combine step then never runs, and the job would
+        look RUNNING until its keys expire."""
+        raw = self.store.client.get(_result_key(self.app, status.job_id))
+        meta = json.loads(raw) if raw else {}
+        if meta.get("status") != "FAILURE":
+            return status
+        error = meta.get("result") or {}
+        message = error.get("exc_message") or []
+        text = " ".join(str(part) for part in message) if isinstance(message, list) else str(message)
+        return dataclasses.replace(
+            status, failure=("", f"the chord failed: {error.get('exc_type', 'error')}: {text}")
+        )
 
     def wait(
         self,
@@ -177,38 +241,74 @@ class Client:
 
         `on_record` gets each chunk's record once, as chunks finish; `on_poll` sees every status read
         (and may raise to stop waiting). Raises JobTimeout after `timeout` seconds.
+
+        A broker that goes away meanwhile is asked again every RETRY_S until the deadline; if it still
+        does not answer then, BrokerUnreachable says so (the job may still finish: its messages and
+        progress are in Redis).
         """
         deadline = time.monotonic() + timeout
-        result = self.app.AsyncResult(job_id)
+        chord_checked = time.monotonic()
+        wake = _Wake(self.store.client, _result_key(self.app, job_id))
         seen: set[int] = set()
         read = 0
         try:
             while True:
-                status = self.status(job_id)
-                if on_record:
-                    records = self.store.records(job_id, read)
+                lost: BrokerUnreachable | None = None
+                try:
+                    # Celery's side of the job once a second: one round trip per poll stays the rule.
+                    chord = time.monotonic() - chord_checked >= CHORD_CHECK_S
+                    status = self.status(job_id, chord=chord)
+                    chord_checked = time.monotonic() if chord else chord_checked
+                    records = self._records_from(job_id, read) if on_record else []
+                except BrokerUnreachable as error:
+                    lost = error
+                else:
                     read += len(records)
                     for record in records:
-                        if record["index"] not in seen:  # a chunk run twice is reported once
+                        if on_record and record["index"] not in seen:  # a chunk run twice is reported once
                             seen.add(record["index"])
                             on_record(record)
-                if on_poll:
-                    on_poll(status)
-                if status.over:
-                    return status
+                    if on_poll:
+                        on_poll(status)
+                    if status.over:
+                        return status
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
+                    if lost:
+                        raise BrokerUnreachable(
+                            f"{lost} (gave up waiting for job {job_id} after {timeout:g} s; "
+                            f"ask later: conquer result {job_id})"
+                        )
                     raise JobTimeout(
                         f"job {job_id} is not done after {timeout:g} s "
                         f"({status.done}/{status.total} chunks); ask later: conquer result {job_id}"
                     )
-                _wait_for_result(result, min(POLL_S, remaining))
+                if lost:
+                    time.sleep(min(RETRY_S, remaining))
+                else:
+                    wake.sleep(min(POLL_S, remaining))
         finally:
-            _forget_locally(result)
+            wake.close()
+
+    def _records_from(self, job_id: str, start: int) -> list[dict[str, Any]]:
+        """The job's chunk records from position `start` of its log on (each read once by a poller)."""
+        with self._reading():
+            return self.store.records(job_id, start)
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A broker that cannot be reached (or is still loading its data) as BrokerUnreachable, naming
+        its URL: one line for the CLI, and what `wait` retries."""
+        try:
+            yield
+        except _broker_errors(transient_only=True) as error:
+            raise BrokerUnreachable(
+                f"lost Redis at {mask(self.settings.result_backend)}: {_reason(error)}"
+            ) from None
 
     def records(self, job_id: str) -> list[dict[str, Any]]:
         """One record per chunk that ran (the last run of each), in chunk order."""
-        latest = {record["index"]: record for record in self.store.records(job_id)}
+        latest = {record["index"]: record for record in self._records_from(job_id, 0)}
         return [latest[index] for index in sorted(latest)]
 
     # ------------------------------------------------------------------------------------- cancel
@@ -287,17 +387,119 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
         raise BrokerUnreachable(errors[0])
 
 
-def _reason(error: Exception) -> str:
+def _broker_errors(*, transient_only: bool = False) -> tuple[type[Exception], ...]:
+    """What a Redis going away (or refusing writes) raises through redis-py, kombu and Celery.
+
+    transient_only: only the errors worth asking again after (connection lost or refused, timeouts,
+    a Redis still loading its AOF), not a command Redis refused."""
+    from kombu.exceptions import KombuError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import RedisError
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    if transient_only:
+        from kombu.exceptions import OperationalError
+
+        return (RedisConnectionError, RedisTimeout, OperationalError, OSError)
+    return (RedisError, KombuError, OSError)
+
+
+#: The producer holding this thread's messages back while `_all_or_nothing` sends a job.
+_HOLDING: ContextVar[Producer | None] = ContextVar("conquer_holding_producer", default=None)
+
+
+@contextmanager
+def _all_or_nothing(app: Celery) -> Iterator[None]:
+    """Within: the messages this thread publishes through `app` are held back, and on a clean exit
+    reach Redis in one MULTI/EXEC transaction — all of them or, should Redis fail, none.
+
+    The batch is kombu's own (`Producer.batch`, which buffers publishes in a Redis pipeline), made a
+    transaction: a plain pipeline is no more atomic than the single publishes it replaces. Celery
+    sends a chord's header tasks with a producer it takes from the app's pool, so the app is made
+    (once) to hand this thread the producer that holds the batch instead."""
+    _route_through_holding_producer(app)
+    with app.producer_or_acquire() as held:
+        producer: Any = held  # kombu's stubs predate Producer.batch
+        if not getattr(producer, "supports_batch_publish", False):
+            # e.g. a connection set to retry commands: kombu would then publish one by one.
+            raise ExecutorError("this broker connection cannot send a job all or nothing")
+        channel = producer.channel
+        setattr(channel, "create_publish_batch", partial(_transaction(), channel))  # noqa: B010
+        holding = _HOLDING.set(producer)
+        try:
+            with producer.batch(max_size=1_000_000):  # never flush part of a job early
+                yield
+        finally:
+            _HOLDING.reset(holding)
+            delattr(channel, "create_publish_batch")  # the channel's own method again
+
+
+@cache
+def _transaction() -> Callable[..., Any]:
+    """kombu's Redis publish batch, executed as MULTI/EXEC."""
+    from kombu.transport.redis import PublishBatch  # type: ignore[attr-defined]
+
+    class Transaction(PublishBatch):  # type: ignore[misc]
+        def __init__(self, channel: Any, max_size: int) -> None:
+            super().__init__(channel, max_size)
+            self.pipeline.transaction = True
+
+    return Transaction
+
+
+def _route_through_holding_producer(app: Celery) -> None:
+    """Make `app.producer_or_acquire()` hand out the holding producer, in the thread that has one."""
+    if getattr(app, "_conquer_holding", False):
+        return
+    acquire = app.producer_or_acquire
+
+    def producer_or_acquire(producer: Producer | None = None) -> Any:
+        return acquire(producer if producer is not None else _HOLDING.get())
+
+    setattr(app, "producer_or_acquire", producer_or_acquire)  # noqa: B010 (mypy: no method assignment)
+    setattr(app, "_conquer_holding", True)  # noqa: B010
+
+
+def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0].rstrip(".")
 
 
-def _wait_for_result(result: AsyncResult[Any], timeout: float) -> None:
-    """Sleep until the job's combine step stores its result (pub/sub wakes us) or `timeout` passes."""
-    from celery.exceptions import TimeoutError as CeleryTimeout
+def _result_key(app: Celery, task_id: str) -> bytes:
+    """The Redis key (and pub/sub channel) of a task's result in Celery's Redis backend."""
+    backend: Any = app.backend
+    return bytes(backend.get_key_for_task(task_id))
 
-    with suppress(CeleryTimeout):
-        result.get(timeout=timeout, propagate=False)
+
+class _Wake:
+    """Sleeps that end early when the job's answer is published.
+
+    The combine step's result is stored by Celery's Redis backend, which also PUBLISHes it on a
+    channel named after the task: subscribed to it, a waiting client wakes at once instead of at its
+    next poll. This is only a hint — the job store is what is read — so a lost connection just makes
+    the sleep a plain one (redis-py subscribes again on its next connection). Not Celery's
+    `AsyncResult.get`: on a lost connection its result consumer retries for some 20 s, logging each
+    attempt to stderr, then raises RuntimeError.
+    """
+
+    def __init__(self, client: Any, channel: bytes) -> None:
+        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
+        self.channel = channel
+
+    def sleep(self, timeout: float) -> None:
+        until = time.monotonic() + timeout
+        try:
+            if not self.pubsub.subscribed:
+                self.pubsub.subscribe(self.channel)
+            while self.pubsub.get_message(timeout=max(0.0, until - time.monotonic())) is None:
+                if time.monotonic() >= until:
+                    return
+        except _broker_errors(transient_only=True):
+            time.sleep(max(0.0, until - time.monotonic()))
+
+    def close(self) -> None:
+        with suppress(Exception):  # the connection may be gone already; closing is best effort
+            self.pubsub.close()
 
 
 def close_app(app: Celery) -> None:

@@ -137,13 +137,16 @@ def local_stack(
     flower_port: int | None = None,
     worker_args: tuple[str, ...] = WORKER_FLAGS,
     inherit_output: bool = False,
+    wait: bool = True,
 ) -> Iterator[LocalStack]:
     """Start the stack, yield it once every part answers, stop all of it on the way out.
 
     `settings.worker_concurrency` pool processes per worker; `worker_args` end each worker's command
     line (the benchmark replaces them to measure Celery's defaults). With `inherit_output`, the
     processes write to this terminal (for `conquer up`); otherwise to log files in the stack's
-    directory, whose last lines are quoted if a part fails to start.
+    directory, whose last lines are quoted if a part fails to start. With `wait` False, the stack is
+    yielded as soon as its processes are started — workers whose broker is not up yet keep trying to
+    connect, and `wait_for_workers` waits for them later.
     """
     from tasks.celery_app import make_app
     from workers.celery_client import close_app
@@ -175,8 +178,9 @@ def local_stack(
             stack.flower = _start_flower(settings, port, stack.flower_password, directory, inherit_output)
             stack.flower_url = f"http://127.0.0.1:{port}"
             cleanup.callback(_stop, [stack.flower], grace=STOP_GRACE_S)
-        _wait_for_workers(stack)
-        if stack.flower and stack.flower_url:
+        if wait:
+            wait_for_workers(stack)
+        if wait and stack.flower and stack.flower_url:
             _wait_for_flower(stack, stack.flower_url)
         stack.startup_s = time.monotonic() - began
         yield stack
@@ -292,11 +296,11 @@ def _start_flower(
     return _launch(command, env, directory / "flower.log", inherit_output)
 
 
-def _wait_for_workers(stack: LocalStack) -> None:
+def wait_for_workers(stack: LocalStack, timeout: float = WORKERS_START_S) -> None:
     """Until every worker answers a ping through the broker: the proof that it consumes."""
     if not stack.workers:
         return
-    deadline = time.monotonic() + WORKERS_START_S
+    deadline = time.monotonic() + timeout
     waiting = set(stack.worker_names)
     while waiting:
         stack.check_alive()
@@ -304,9 +308,7 @@ def _wait_for_workers(stack: LocalStack) -> None:
         for reply in replies:
             waiting -= set(reply)
         if waiting and time.monotonic() > deadline:
-            raise StackError(
-                f"worker(s) {', '.join(sorted(waiting))} did not answer in {WORKERS_START_S:g} s"
-            )
+            raise StackError(f"worker(s) {', '.join(sorted(waiting))} did not answer in {timeout:g} s")
 
 
 def _wait_for_flower(stack: LocalStack, url: str) -> None:

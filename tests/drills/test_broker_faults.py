@@ -1,0 +1,354 @@
+"""Drills where the broker fails: Redis restarted mid-job, Redis up only after the workers, Redis lost
+in the middle of a submit. Each runs real `celery worker` processes against a private Redis
+(`tests/redis_server.py`) the drill may stop and start, and ends in the exact, independently checked
+answer or in one clear line and a documented exit code — never a hang or a traceback.
+
+Timings are printed (`pytest -s`) for the README's guarantees; only generous deadlines are asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import selectors
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psutil
+
+from conquer.exitcodes import ExitCode
+from tasks import Job, check
+from tasks.celery_app import config, redis_prefix
+from tasks.progress import CANCELLED, FAILURE, SUCCESS
+from tasks.settings import Settings
+from tests.conftest import CONQUER, conquer, wait_until
+from tests.redis_server import RedisServer, redis_server
+from workers import BrokerUnreachable
+from workers.celery_client import NOT_SENT, Client
+from workers.localstack import LocalStack, local_stack, wait_for_workers
+
+#: A download chunk only sleeps (items × latency), so these jobs take the time they say on a busy
+#: machine: 16 chunks of 0.4 s on 2 worker processes, about 3.2 s — long enough to act mid-job.
+SLOW_JOB = Job("download", 64, 16, latency=0.1)
+SLOW_JOB_ARGS = (SLOW_JOB.kind, str(SLOW_JOB.n), "--chunks", str(SLOW_JOB.chunks), "--latency", "0.1")
+
+#: Deadline for a job that has to survive an outage: workers reconnect with a growing back-off
+#: (2, 4, 6 ... s) and a chunk whose ack was lost with the connection comes back after the
+#: visibility timeout (20 s).
+RECOVERY_S = 90
+
+
+def drill_settings(server: RedisServer) -> Settings:
+    """One pool process per worker (so chunks spread over both) and a key prefix of the drill's own;
+    the project's time limits and visibility timeout, so the recovery measured is the one promised.
+
+    (Not shorter ones to go faster: with a hard time limit of 5 s, an 8 s outage had pool processes
+    killed while they were still retrying to store a result, and billiard then failed to read what
+    they had half-written — UnicodeDecodeError in the worker's result pipe — and both workers stopped
+    consuming for good.)"""
+    return Settings(
+        key_prefix=f"drill-{secrets.token_hex(4)}", worker_concurrency=1, task_events=False
+    ).with_broker(server.url)
+
+
+@contextmanager
+def drill_stack(server: RedisServer, *, wait: bool = True) -> Iterator[tuple[LocalStack, Client]]:
+    with local_stack(drill_settings(server), workers=2, wait=wait) as stack:
+        yield stack, Client(stack.app, stack.settings)
+
+
+def done(client: Client, job_id: str) -> int:
+    return client.status(job_id).done
+
+
+def only_job(server: RedisServer, stack: LocalStack) -> str:
+    """The id of the one job on this private Redis (a `submit --wait` prints it only at the end)."""
+    pattern = f"{redis_prefix(stack.settings)}conquer:job:" + "?" * 16
+    with server.client() as redis:
+        found = [key.decode().rpartition(":")[2] for key in redis.scan_iter(match=pattern)]
+    return found[0] if len(found) == 1 else ""
+
+
+def waiting_on(process: subprocess.Popen[str], server: RedisServer) -> bool:
+    """`process` holds two connections to the server: its job store's, and the subscription that
+    wakes it when the answer is published — it is past its start-up and inside its wait."""
+    connections = psutil.Process(process.pid).net_connections(kind="tcp")
+    to_server = [c for c in connections if c.raddr and c.raddr.port == server.port]
+    return sum(c.status == psutil.CONN_ESTABLISHED for c in to_server) >= 2
+
+
+def worker_logs(stack: LocalStack, lines: int = 15) -> str:
+    """The end of each worker's log, for a failing assertion to show what the workers went through."""
+    tails = []
+    for name in stack.worker_names:
+        log = stack.directory / f"{name.partition('@')[0]}.log"
+        text = log.read_text(errors="replace").splitlines() if log.exists() else []
+        tails.append(f"--- {name}\n" + "\n".join(text[-lines:]))
+    return "\n".join(tails)
+
+
+def one_line(stderr: str) -> str:
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+def assert_new_job_succeeds(env: dict[str, str]) -> None:
+    """The workers consume again: a fresh job goes all the way through them."""
+    follow_up = conquer("submit", "sum", "1e5", "--wait", "--json", "--timeout", "60", env=env, timeout=90)
+    assert follow_up.returncode == ExitCode.OK, follow_up.stderr
+    assert json.loads(follow_up.stdout)["value"] == check(Job("sum", 100_000, 16))
+
+
+# ------------------------------------------------------------------------ 3. Redis restarted mid-job
+
+
+def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: Path) -> None:
+    with redis_server(tmp_path, appendonly=True) as server, drill_stack(server) as (stack, client):
+        env = stack.settings.to_env()
+        submitted = conquer("submit", *SLOW_JOB_ARGS, env=env, timeout=60)
+        assert submitted.returncode == ExitCode.OK, submitted.stderr
+        job_id = submitted.stdout.strip()
+        waiting = subprocess.Popen(
+            [CONQUER, "result", job_id, "--timeout", str(RECOVERY_S), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            wait_until(lambda: waiting_on(waiting, server), 60, "`conquer result` never began waiting")
+            wait_until(lambda: done(client, job_id) >= 2, 60, "the job never got going")
+            before = done(client, job_id)
+            restarted = time.time()
+            server.restart()  # with AOF (appendfsync always): the queue and the chord survive
+            stdout, stderr = waiting.communicate(timeout=RECOVERY_S + 30)
+        finally:
+            waiting.kill()
+            waiting.communicate()
+        assert before < SLOW_JOB.chunks, "the restart was meant to come mid-job"
+        assert waiting.returncode == ExitCode.OK, f"{stderr}{worker_logs(stack)}"
+        report = json.loads(stdout)
+        assert report["value"] == check(SLOW_JOB)
+        assert report["verified"] is True
+        # Mid-job for real: chunks ran after Redis came back.
+        assert any(chunk["started"] > restarted for chunk in report["chunk_results"])
+        recovered = report["finished"] - restarted
+        print(f"\n[drill 3] restart at {before}/16 chunks done: the job was done {recovered:.1f} s later")
+        assert_new_job_succeeds(env)
+
+
+def test_waiting_through_a_redis_outage_exits_3_at_its_deadline_and_the_job_then_ends_clearly(
+    tmp_path: Path,
+) -> None:
+    """A chunk that finishes while Redis is away cannot record its result: after retrying for a few
+    seconds it fails, and Celery fails the chord once Redis is back. So after an outage longer than
+    those retries the job ends either way — done with the exact answer (no chunk was in flight) or
+    failed, naming why — but never stays RUNNING."""
+    password = secrets.token_hex(8)
+    with (
+        redis_server(tmp_path, appendonly=True, password=password) as server,
+        drill_stack(server) as (stack, client),
+    ):
+        env = stack.settings.to_env()
+        deadline_s = 8
+        began = time.monotonic()
+        waiting = subprocess.Popen(
+            [CONQUER, "submit", *SLOW_JOB_ARGS, "--wait", "--timeout", str(deadline_s)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        try:
+            wait_until(lambda: bool(only_job(server, stack)), 60, "the job was never submitted")
+            job_id = only_job(server, stack)
+            wait_until(lambda: done(client, job_id) >= 2, 60, "the job never got going")
+            server.stop()
+            stdout, stderr = waiting.communicate(timeout=deadline_s + 30)
+        finally:
+            waiting.kill()
+            waiting.communicate()
+        gave_up = time.monotonic() - began
+        assert waiting.returncode == ExitCode.BROKER_UNREACHABLE, stderr
+        line = one_line(stderr)
+        assert f"lost Redis at redis://:***@127.0.0.1:{server.port}/0" in line
+        assert f"ask later: conquer result {job_id}" in line
+        assert password not in stderr + stdout
+        assert gave_up < deadline_s + 20  # its own deadline, plus the interpreter's start-up
+        server.start()
+        came_back = time.monotonic()
+        result = conquer("result", job_id, "--timeout", f"{RECOVERY_S}", "--json", env=env, timeout=120)
+        ended = time.monotonic() - came_back
+        if result.returncode == ExitCode.OK:
+            assert json.loads(result.stdout)["value"] == check(SLOW_JOB)
+            outcome = "done, exact"
+        else:
+            assert result.returncode == ExitCode.JOB_FAILED, f"{result.stderr}{worker_logs(stack)}"
+            outcome = one_line(result.stderr)
+            assert f"job {job_id}: the chord failed: " in outcome
+        print(f"\n[drill 3] outage: the CLI gave up after {gave_up:.1f} s (deadline {deadline_s} s); "
+              f"{ended:.1f} s after Redis came back the job had ended: {outcome}")  # fmt: skip
+        assert_new_job_succeeds(env)
+
+
+# --------------------------------------------------------------------- 4. Redis up after the workers
+
+
+def test_workers_started_before_redis_serve_once_it_is_up(tmp_path: Path) -> None:
+    with redis_server(tmp_path, started=False) as server, drill_stack(server, wait=False) as (stack, client):
+        logs = [stack.directory / f"{name.partition('@')[0]}.log" for name in stack.worker_names]
+
+        def every_worker_failed_to_connect() -> bool:
+            stack.check_alive()  # they keep trying; none may give up and exit
+            return all(log.exists() and "Cannot connect to" in log.read_text() for log in logs)
+
+        wait_until(every_worker_failed_to_connect, 60, "the workers never tried to reach the broker")
+        server.start()
+        up = time.monotonic()
+        wait_for_workers(stack, timeout=60)
+        serving = time.monotonic() - up
+        job = Job("sum", 100_000, 8)
+        status = client.wait(client.submit(job), 60)
+        assert status.state == SUCCESS
+        assert status.value == check(job)
+        assert set(status.workers) <= set(stack.worker_names)
+        print(f"\n[drill 4] workers answered {serving:.1f} s after Redis came up")
+
+
+# ---------------------------------------------------------------------- 5. Redis lost during submit
+
+
+class DroppingProxy:
+    """A TCP proxy in front of Redis that drops the connection carrying the `cut_at`-th LPUSH (kombu
+    queues each message with one), forwarding only what came before that command, and then turns
+    every connection away for `outage_s` seconds: a broker lost in the middle of a submit."""
+
+    #: The start of an LPUSH in RESP, as redis-py writes it: an array of 3, then the command's name.
+    LPUSH = b"*3\r\n$5\r\nLPUSH\r\n"
+
+    def __init__(self, target: int, *, cut_at: int, outage_s: float) -> None:
+        self.target = target
+        self.cut_at = cut_at
+        self.outage_s = outage_s
+        self.lpushes = 0
+        self.refusing_until = 0.0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.listener, selectors.EVENT_READ)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, name="dropping-proxy")
+
+    def __enter__(self) -> DroppingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopping.set()
+        self.thread.join(10)
+        for key in list(self.selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self.selector.close()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            for key, _ in self.selector.select(0.05):
+                if key.fileobj is self.listener:
+                    self._accept()
+                else:
+                    self._pump(key.fileobj, key.data)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        client, _ = self.listener.accept()
+        if time.monotonic() < self.refusing_until:
+            client.close()
+            return
+        upstream = socket.create_connection(("127.0.0.1", self.target))
+        self.selector.register(client, selectors.EVENT_READ, (upstream, True))
+        self.selector.register(upstream, selectors.EVENT_READ, (client, False))
+
+    def _pump(self, source: socket.socket, data: tuple[socket.socket, bool]) -> None:
+        peer, from_client = data
+        with suppress(OSError):
+            received = source.recv(1 << 16)
+            if from_client and received:
+                cut = self._cut_point(received)
+                if cut is not None:
+                    peer.sendall(received[:cut])
+                    self.refusing_until = time.monotonic() + self.outage_s
+                    received = b""
+            if received:
+                peer.sendall(received)
+                return
+        for end in (source, peer):
+            self.selector.unregister(end)
+            end.close()
+
+    def _cut_point(self, received: bytes) -> int | None:
+        at = received.find(self.LPUSH)
+        while at != -1:
+            self.lpushes += 1
+            if self.lpushes == self.cut_at:
+                return at
+            at = received.find(self.LPUSH, at + 1)
+        return None
+
+
+def queued_tasks(server: RedisServer, settings: Settings) -> list[str]:
+    """The task ids of every message waiting in the chunk queue (or delivered and not yet acked)."""
+    prefix = redis_prefix(settings)
+    queue = prefix + config(settings)["task_default_queue"]
+    with server.client() as redis:
+        messages = [json.loads(raw) for raw in redis.lrange(queue, 0, -1)]
+        messages += [json.loads(raw)[0] for raw in redis.hvals(prefix + "unacked")]
+    return [message["headers"]["id"] for message in messages]
+
+
+def test_a_submit_that_loses_redis_midway_leaves_no_chunk_to_run(tmp_path: Path) -> None:
+    """Without all-or-nothing sending, the chunks sent before the drop would sit in the queue, and the
+    workers would later run part of a job whose chord can never complete."""
+    job = Job("sum", 16_000, 16)
+    with (
+        redis_server(tmp_path) as server,
+        DroppingProxy(server.port, cut_at=4, outage_s=1.5) as proxy,
+    ):
+        settings = drill_settings(server)
+        through_proxy = settings.with_broker(f"redis://127.0.0.1:{proxy.port}/0")
+        sender = Client.connect(through_proxy)
+        try:
+            began = time.monotonic()
+            try:
+                sender.submit(job)
+            except BrokerUnreachable as error:
+                failure = str(error)
+            else:
+                failure = ""
+            took = time.monotonic() - began
+        finally:
+            sender.close()
+        assert proxy.lpushes >= proxy.cut_at, "the connection was meant to drop during the send"
+        assert f"to redis://127.0.0.1:{proxy.port}/0 failed" in failure
+        assert "none of its chunks will run" in failure
+        job_id = failure.split()[2]
+        assert [task for task in queued_tasks(server, settings) if task.startswith(job_id)] == []
+        # When workers serve later, no chunk of the failed job runs — and a job after it does.
+        with local_stack(settings, workers=2) as stack:
+            client = Client(stack.app, stack.settings)
+            follow_up = Job("sum", 1_000, 4)
+            assert client.wait(client.submit(follow_up), 60).value == check(follow_up)
+            status = client.status(job_id)
+            assert status.state in (FAILURE, CANCELLED)
+            assert status.error == NOT_SENT
+            assert status.done == 0
+            assert client.records(job_id) == []
+            shown = conquer("status", job_id, env=stack.settings.to_env())
+            assert NOT_SENT in shown.stdout
+        print(f"\n[drill 5] submit failed after {took:.1f} s with: {failure}")
