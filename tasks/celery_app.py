@@ -30,6 +30,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.signals import celeryd_init
 
 from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
@@ -239,19 +240,32 @@ def combine_task(task: Task[Any, Any], partials: list[int], kind: str, job_id: s
     return value
 
 
+#: How long a worker's own writes to Redis (a chunk's progress record) keep trying while Redis is
+#: away, in seconds. A chunk that ends during a short outage — a Redis restart — then records its
+#: result once Redis is back, as Celery's own result write does (its Redis backend retries a set for
+#: about 20 s), instead of failing and taking the job with it. Well under the chunk's hard time limit.
+#: Clients never wait like this: `conquer` reports an unreachable broker at once (exit 3).
+WORKER_WRITE_RETRY_S = 10
+
+
+@celeryd_init.connect
+def _workers_ride_out_redis_restarts(conf: Any, **_: Any) -> None:
+    """Runs in `celery worker` only, before its pool processes fork (so they inherit the setting)."""
+    conf.conquer_write_retry_s = WORKER_WRITE_RETRY_S
+
+
 def job_store(app: Celery) -> JobStore:
     """The job store next to `app`'s results."""
-    return _store(app.conf.conquer_settings)
+    return _store(app.conf.conquer_settings, app.conf.get("conquer_write_retry_s", 0))
 
 
 @cache
-def _store(settings: Settings) -> JobStore:
+def _store(settings: Settings, retry_s: float) -> JobStore:
     # One client (and connection pool) per settings and process, made on first use: redis-py's pool
     # notices a fork and opens fresh connections in the child, so pool processes never share a socket
     # with their parent.
-    return JobStore(
-        redis_client(settings.result_backend), prefix=redis_prefix(settings), ttl=settings.result_expires
-    )
+    client = redis_client(settings.result_backend, retry_s=retry_s)
+    return JobStore(client, prefix=redis_prefix(settings), ttl=settings.result_expires)
 
 
 #: The app `celery -A tasks ...` finds (as `tasks.app`), configured from the environment.
