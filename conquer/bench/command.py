@@ -74,7 +74,6 @@ def bench(
     """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
     import dataclasses
 
-    from conquer import machine
     from conquer.bench import charts, suite
     from conquer.bench.interrupts import Interrupts, stop_children
     from conquer.bench.profiles import PROFILES
@@ -83,10 +82,9 @@ def bench(
 
     if quick and tiny:
         raise click.UsageError("--quick and --tiny are different profiles: choose one")
-    try:
-        machine.broker()  # the Celery settings, read now: a variable that cannot work is bad input
-    except ValueError as error:
-        raise click.UsageError(str(error)) from None
+    from conquer.stack_cli import stack_settings
+
+    stack_settings()  # the Celery settings and URLs, read now: one that cannot work is bad input (exit 2)
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
         profile = dataclasses.replace(profile, repeats=repeats)

@@ -443,9 +443,8 @@ def flag_with_value(draw: st.DrawFn, line: Line) -> Case:
     return line.case(draw, "a flag given a value", ("does not take a value",))
 
 
-def settings_fault(port: int, *, urls_parsed: bool = True) -> Fault:
-    """An environment variable that cannot work. `urls_parsed`: the command parses the broker URLs
-    before using them (`bench` only checks what Settings checks, and would run a malformed one)."""
+def settings_fault(port: int) -> Fault:
+    """An environment variable that cannot work."""
 
     def fault(draw: st.DrawFn, line: Line) -> Case:
         variable = draw(
@@ -466,7 +465,7 @@ def settings_fault(port: int, *, urls_parsed: bool = True) -> Fault:
         secrets: tuple[str, ...] = ()
         nonblank = texts().filter(lambda text: bool(text.strip()))
         if variable in (ENV_BROKER, ENV_BACKEND):
-            if urls_parsed and draw(st.booleans()):
+            if draw(st.booleans()):
                 value = draw(malformed_redis_url(port))
             else:
                 value, secrets = draw(foreign_url())
@@ -743,13 +742,13 @@ def bench_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
         in_range("--repeats", bad_int(1, 100), "repeats"),
         both_profiles,
         out_not_a_directory,
-        settings_fault(port, urls_parsed=False),
+        settings_fault(port),
         unknown_option,
         extra_argument,
         missing_value,
         flag_with_value,
     ]
-    return draw_fault(draw, line, faults, settings_fault(port, urls_parsed=False) if setting else None)
+    return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
 
 @st.composite
