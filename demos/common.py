@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.process import BaseProcess
+from typing import NoReturn
 
 from tasks import Job, check
 
@@ -84,10 +85,18 @@ def run(main: Callable[[], int | None]) -> None:
     sys.exit(status or 0)
 
 
+class OneLineErrors(argparse.ArgumentParser):
+    """Bad arguments get one line on stderr and exit 2, as everywhere in `conquer` (argparse would
+    print the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def argument_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
     """An argument parser for demo `module` (its ``__spec__.name``), described by its docstring."""
     name = module.rpartition(".")[2].replace("_", "-")
-    return argparse.ArgumentParser(
+    return OneLineErrors(
         prog=f"conquer demo {name}",
         description=(doc or "").split("\n\n")[0],
         epilog=f"The same as: python -m {module} [options]",

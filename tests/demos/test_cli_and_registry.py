@@ -57,10 +57,18 @@ def test_arguments_after_the_name_go_to_the_demo() -> None:
     assert "balance 1, expected 7: 6 deposit(s) lost" in result.stdout
 
 
-def test_a_demo_usage_error_is_its_own_exit_2() -> None:
-    result = conquer("demo", "bank-account", "--depositors", "1")
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--depositors", "1"], "--depositors must be at least 2"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_a_demo_usage_error_is_its_own_exit_2_in_one_line(arguments: list[str], message: str) -> None:
+    result = conquer("demo", "bank-account", *arguments)
     assert result.returncode == ExitCode.USAGE
-    assert "--depositors must be at least 2" in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert message in result.stderr
 
 
 def test_demo_help_passes_through_to_the_demo() -> None:
