@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import threading
@@ -46,6 +47,15 @@ def conquer(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A run started in the background by a non-interactive shell (`make test &`) inherits SIGINT
+    # *ignored*, and an ignored signal stays ignored across exec: every `conquer` the tests start
+    # would be deaf to the Ctrl-C they send it. A handled signal is reset to the default on exec, so
+    # handling it here gives the children back what a terminal gives them.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 #: Processes of the session's Celery stack: they (and their pool processes, which Celery replaces
