@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
 # `make run`: the main job, every way, side by side. N is chosen to take about a minute on 2 cores.
-RUN_N ?= 50_000_000
+RUN_N ?= 100_000_000
 
 .PHONY: all install run test lint typecheck unit audit bench compose-test clean
 
