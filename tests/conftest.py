@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -104,6 +104,19 @@ def wait_until(predicate: object, timeout: float, message: str, interval: float 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s: {message}")
         time.sleep(interval)
+
+
+def ctrl_c(process: subprocess.Popen[Any], timeout: float) -> tuple[Any, Any]:
+    """Press Ctrl-C as a terminal does (SIGINT to the whole foreground process group, so `process`
+    must lead its own) and collect what it printed. Still running at the deadline, it is killed — a
+    failing test leaves nothing running — and the test fails."""
+    os.killpg(process.pid, signal.SIGINT)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"still running {timeout} s after Ctrl-C: {process.args}")
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import secrets
-import signal
 import socket
 import subprocess
 import threading
@@ -38,7 +37,7 @@ from tasks import Job, check
 from tasks.celery_app import CHUNK_TASK
 from tasks.progress import SUCCESS
 from tasks.settings import ENV_BROKER, mask
-from tests.conftest import CONQUER, Stack, conquer, wait_until
+from tests.conftest import CONQUER, Stack, conquer, ctrl_c, wait_until
 from tests.redis_server import redis_server
 from workers.localstack import free_port
 
@@ -197,8 +196,7 @@ def test_a_password_appears_nowhere_but_where_it_was_given(tmp_path: Path) -> No
                 # What the stack logged, read before `up` removes its directory on the way out.
                 logged = "".join(log.read_text(errors="replace") for log in logs.glob("*.log"))
             finally:
-                os.killpg(up.pid, signal.SIGINT)
-                up.wait(timeout=60)
+                ctrl_c(up, timeout=60)
             assert up.returncode == ExitCode.OK, err.read_text()
             stored = everything_in(server.client())
         wire = monitor.seen.decode(errors="replace")

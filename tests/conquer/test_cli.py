@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 
 import psutil
@@ -14,7 +12,7 @@ from hypothesis import strategies as st
 
 from conquer.exitcodes import ExitCode
 from conquer.numbers import parse_count
-from tests.conftest import CONQUER, conquer, fresh_python, wait_until
+from tests.conftest import CONQUER, conquer, ctrl_c, fresh_python, wait_until
 
 
 def test_run_prints_the_answer_and_its_verification() -> None:
@@ -209,8 +207,7 @@ def test_ctrl_c_stops_every_worker_and_exits_130(executor: list[str], children: 
     parent = psutil.Process(process.pid)
     wait_until(lambda: len(parent.children()) >= children, 20, "the workers never started")
     started = parent.children(recursive=True)
-    os.killpg(process.pid, signal.SIGINT)
-    _, stderr = process.communicate(timeout=20)
+    _, stderr = ctrl_c(process, timeout=20)
     assert process.returncode == ExitCode.INTERRUPTED
     assert stderr.strip() == "conquer: interrupted"
     _, alive = psutil.wait_procs(started, timeout=5)

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import selectors
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tasks.progress import CANCELLED, SUCCESS
-from tests.conftest import CONQUER, Stack, conquer, wait_until
+from tests.conftest import CONQUER, Stack, conquer, ctrl_c, wait_until
 from tests.flower import flower_get
 from workers.localstack import free_port
 
@@ -233,8 +232,7 @@ def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
         assert flower_get(f"{url}/api/workers")[0] == 401
         assert flower_get(f"{url}/api/workers", (user, password))[0] == 200
     finally:
-        os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = ctrl_c(process, timeout=60)
     assert process.returncode == ExitCode.OK, stderr
     assert b"stopped" in stderr
     _, alive = psutil.wait_procs(started, timeout=15)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tests.conftest import CONQUER, Stack, wait_until
+from tests.conftest import CONQUER, Stack, ctrl_c, wait_until
 from workers import ChunkError, ChunkResult
 from workers.celery_chord import Deployment, run
 
@@ -149,8 +148,7 @@ def test_the_embedded_stack_runs_a_job_and_leaves_nothing_running() -> None:
 def test_ctrl_c_stops_the_embedded_stack_and_exits_130() -> None:
     process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
     started = wait_for_stack(process)
-    os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground group
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = ctrl_c(process, timeout=60)
     assert process.returncode == ExitCode.INTERRUPTED
     assert stderr.strip() == "conquer: interrupted"
     assert_all_gone(started)
