@@ -525,6 +525,8 @@ def count_faults(line: Line) -> list[Fault]:
 
 
 STRUCTURAL: list[Fault] = [unknown_option, extra_argument, missing_argument, missing_value, flag_with_value]
+#: The same, for a command that takes no positional argument.
+NO_POSITIONALS: list[Fault] = [f for f in STRUCTURAL if f is not missing_argument]
 
 
 @st.composite
@@ -685,10 +687,7 @@ def workers_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     faults = [
         in_range("--timeout", bad_seconds(0.1, 60), "timeout"),
         settings_fault(port),
-        unknown_option,
-        extra_argument,
-        missing_value,
-        flag_with_value,
+        *NO_POSITIONALS,
     ]
     return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
@@ -705,10 +704,7 @@ def up_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
         in_range("--workers", bad_count(1, 64), "workers"),
         in_range("--flower-port", bad_int(1, 65535), "flower-port"),
         settings_fault(port),
-        unknown_option,
-        extra_argument,
-        missing_value,
-        flag_with_value,
+        *NO_POSITIONALS,
     ]
     return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
@@ -743,10 +739,7 @@ def bench_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
         both_profiles,
         out_not_a_directory,
         settings_fault(port),
-        unknown_option,
-        extra_argument,
-        missing_value,
-        flag_with_value,
+        *NO_POSITIONALS,
     ]
     return draw_fault(draw, line, faults, settings_fault(port) if setting else None)
 
@@ -810,6 +803,13 @@ def test_a_valid_command_run_in_process_does_reach_the_witnessed_broker(broker: 
     assert outcome.code == ExitCode.UNKNOWN_JOB, outcome
 
 
+def refused_before_the_broker(broker: Witness, case: Case) -> None:
+    """`case`, run in process, is refused as bad input and the broker hears nothing of it."""
+    with broker.untouched(str(case)):
+        outcome = in_process(case, broker)
+    assert_refused(case, outcome)
+
+
 @pytest.mark.parametrize("command", list(CASES))
 @FUZZ
 @given(data=st.data())
@@ -818,9 +818,7 @@ def test_bad_input_exits_2_in_one_line_before_the_broker_hears_of_it(
 ) -> None:
     case = data.draw(CASES[command](broker.server.port), label="case")
     event(case.fault)  # what was tried, in --hypothesis-show-statistics
-    with broker.untouched(str(case)):
-        outcome = in_process(case, broker)
-    assert_refused(case, outcome)
+    refused_before_the_broker(broker, case)
 
 
 @pytest.mark.parametrize("command", list(SETTING_CASES))
@@ -830,9 +828,7 @@ def test_a_setting_that_cannot_work_exits_2_before_the_broker_hears_of_it(
     broker: Witness, command: str, data: st.DataObject
 ) -> None:
     case = data.draw(SETTING_CASES[command](broker.server.port), label="case")
-    with broker.untouched(str(case)):
-        outcome = in_process(case, broker)
-    assert_refused(case, outcome)
+    refused_before_the_broker(broker, case)
 
 
 @pytest.mark.parametrize("command", ["status", "result", "cancel"])
@@ -842,9 +838,7 @@ def test_any_text_but_a_job_id_is_refused_as_one(broker: Witness, command: str, 
     if text.startswith("-") or is_job_id(text):
         return  # an option to click, or an id: asked of the broker, which is right
     case = Case((command, text), "not a job id", ("job id", "job_id"))
-    with broker.untouched(str(case)):
-        outcome = in_process(case, broker)
-    assert_refused(case, outcome)
+    refused_before_the_broker(broker, case)
 
 
 @pytest.mark.parametrize("command", list(CASES))
