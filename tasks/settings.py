@@ -25,6 +25,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
+from urllib.parse import urlsplit
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
@@ -70,12 +71,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name, url in ((ENV_BROKER, self.broker_url), (ENV_BACKEND, self.result_backend)):
-            scheme = url.partition("://")[0]
-            if scheme not in BROKER_SCHEMES:
+            scheme, separator, _ = url.partition("://")
+            if not separator or scheme not in BROKER_SCHEMES:
                 raise SettingsError(
                     f"{name} must be a Redis URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
                     f"got {mask(url)!r}"
                 )
+            database = _database(url) if scheme != "redis+socket" else ""
+            if database and not database.isdecimal():
+                # redis-py would quietly use database 0, and the workers' kombu refuse the URL.
+                raise SettingsError(f"{name}: the database in {mask(url)!r} must be a number")
         if not re.fullmatch(r"[\w.:-]*", self.key_prefix):
             raise SettingsError(f"{ENV_PREFIX} may hold only letters, digits and . : _ -")
         if self.worker_pool not in POOLS:
@@ -134,6 +139,15 @@ class Settings:
             ENV_EXPIRES: str(self.result_expires),
             ENV_EVENTS: "1" if self.task_events else "0",
         }
+
+
+def _database(url: str) -> str:
+    """The database part of a `redis://` URL's path ('' when there is none, or no parse: a URL that
+    cannot be parsed is refused by whoever connects with it)."""
+    try:
+        return urlsplit(url).path.removeprefix("/")
+    except ValueError:
+        return ""
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:
