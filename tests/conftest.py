@@ -106,6 +106,14 @@ def wait_until(predicate: object, timeout: float, message: str, interval: float 
         time.sleep(interval)
 
 
+def one_line(stderr: str) -> str:
+    """The one line a failing `conquer` printed on stderr (fails the test on more, or a traceback)."""
+    assert "Traceback" not in stderr, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
 def ctrl_c(process: subprocess.Popen[Any], timeout: float) -> tuple[Any, Any]:
     """Press Ctrl-C as a terminal does (SIGINT to the whole foreground process group, so `process`
     must lead its own) and collect what it printed. Still running at the deadline, it is killed — a

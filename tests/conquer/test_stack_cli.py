@@ -17,7 +17,7 @@ import pytest
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tasks.progress import CANCELLED, SUCCESS
-from tests.conftest import CONQUER, Stack, conquer, ctrl_c, wait_until
+from tests.conftest import CONQUER, Stack, conquer, ctrl_c, one_line, wait_until
 from tests.flower import flower_get
 from workers.localstack import free_port
 
@@ -26,13 +26,6 @@ UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
 
 def on(stack: Stack, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return conquer(*args, timeout=timeout, env=stack.env)
-
-
-def one_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return lines[0]
 
 
 def test_submit_wait_prints_the_verified_answer(celery_stack: Stack) -> None:
@@ -82,7 +75,9 @@ def test_result_json_has_the_answer_its_check_and_who_ran_each_chunk(celery_stac
 def test_a_failing_chunk_exits_1_naming_its_range(celery_stack: Stack) -> None:
     result = on(celery_stack, "submit", "sum", "1000", "--chunks", "4", "--fail-at", "600", "--wait")
     assert result.returncode == ExitCode.JOB_FAILED
-    assert one_line(result).endswith("chunk 2 [501, 751) failed: InjectedFault: injected fault at item 600")
+    assert one_line(result.stderr).endswith(
+        "chunk 2 [501, 751) failed: InjectedFault: injected fault at item 600"
+    )
 
 
 def test_cancel_revokes_what_is_left_and_frees_the_workers(celery_stack: Stack) -> None:
@@ -100,7 +95,7 @@ def test_cancel_revokes_what_is_left_and_frees_the_workers(celery_stack: Stack) 
     assert status.done < status.total
     result = on(celery_stack, "result", job_id, "--timeout", "0")
     assert result.returncode == ExitCode.CANCELLED
-    assert "was cancelled" in one_line(result)
+    assert "was cancelled" in one_line(result.stderr)
     again = on(celery_stack, "cancel", job_id)
     assert "already over (CANCELLED)" in again.stdout
 
@@ -127,7 +122,7 @@ def test_a_result_not_ready_by_the_deadline_exits_4_printing_the_id(celery_stack
     job_id = client.submit(Job("download", 40, 4, latency=0.25))  # 4 chunks of 2.5 s on 2 processes
     result = on(celery_stack, "result", job_id, "--timeout", "0.2")
     assert result.returncode == ExitCode.TIMEOUT
-    assert f"conquer result {job_id}" in one_line(result)
+    assert f"conquer result {job_id}" in one_line(result.stderr)
     assert client.status(job_id).state in ("QUEUED", "RUNNING")
     client.cancel(job_id)
 
@@ -136,7 +131,7 @@ def test_an_unknown_job_exits_5(celery_stack: Stack) -> None:
     for command in ("status", "result", "cancel"):
         result = on(celery_stack, command, "0123456789abcdef")
         assert result.returncode == ExitCode.UNKNOWN_JOB
-        assert "no job 0123456789abcdef" in one_line(result)
+        assert "no job 0123456789abcdef" in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -158,14 +153,14 @@ def test_bad_input_exits_2_before_the_broker_is_contacted(arguments: list[str], 
     """The broker URL is unreachable: an exit of 2 (not 3) proves nothing was sent."""
     result = conquer(*arguments, env={"CELERY_BROKER_URL": UNREACHABLE})
     assert result.returncode == ExitCode.USAGE, result.stderr
-    assert message in one_line(result)
+    assert message in one_line(result.stderr)
     assert result.stdout == ""
 
 
 def test_a_setting_that_cannot_work_exits_2_naming_it() -> None:
     result = conquer("status", "0123456789abcdef", env={"CONQUER_WORKER_POOL": "gevent"})
     assert result.returncode == ExitCode.USAGE
-    assert "CONQUER_WORKER_POOL must be one of prefork, solo" in one_line(result)
+    assert "CONQUER_WORKER_POOL must be one of prefork, solo" in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(
@@ -178,7 +173,7 @@ def test_an_unreachable_broker_exits_3_within_5_s_with_the_url_masked(arguments:
     result = conquer(*arguments, env={"CELERY_BROKER_URL": url})
     assert time.monotonic() - began < 5 + 2  # + the interpreter's start-up
     assert result.returncode == ExitCode.BROKER_UNREACHABLE
-    line = one_line(result)
+    line = one_line(result.stderr)
     assert url.replace("hunter2", "***") in line
     assert "hunter2" not in result.stderr + result.stdout
 

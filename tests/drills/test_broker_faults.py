@@ -27,7 +27,7 @@ from tasks import Job, check
 from tasks.celery_app import WORKER_WRITE_RETRY_S, config, redis_prefix
 from tasks.progress import CANCELLED, FAILURE, SUCCESS
 from tasks.settings import Settings
-from tests.conftest import CONQUER, conquer, wait_until
+from tests.conftest import CONQUER, conquer, one_line, wait_until
 from tests.redis_server import RedisServer, redis_server
 from workers import BrokerUnreachable
 from workers.celery_client import NOT_SENT, Client
@@ -91,13 +91,6 @@ def worker_logs(stack: LocalStack, lines: int = 15) -> str:
         text = log.read_text(errors="replace").splitlines() if log.exists() else []
         tails.append(f"--- {name}\n" + "\n".join(text[-lines:]))
     return "\n".join(tails)
-
-
-def one_line(stderr: str) -> str:
-    assert "Traceback" not in stderr, stderr
-    lines = stderr.splitlines()
-    assert len(lines) == 1, stderr
-    return lines[0]
 
 
 def assert_new_job_succeeds(env: dict[str, str]) -> None:
