@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from conquer.usage import Sample
 from tasks import Job
@@ -57,13 +57,7 @@ class Flag:
     advice: str
 
     def to_dict(self) -> dict[str, str]:
-        return {
-            "flag": self.flag,
-            "cause": self.cause,
-            "measured": self.measured,
-            "why": self.why,
-            "advice": self.advice,
-        }
+        return asdict(self)
 
 
 def cell(flags: Sequence[dict[str, str]]) -> str:
@@ -143,12 +137,7 @@ class Disturbance:
 
     def to_dict(self) -> dict[str, float | None]:
         # Unrounded: a reader must reach the same flags from these figures as the judge did.
-        return {
-            "steal_share": self.steal_share,
-            "other_cpu_share": self.other_cpu_share,
-            "resolution_share": self.resolution_share,
-            "spread": self.spread,
-        }
+        return asdict(self)
 
 
 def median_of(values: Sequence[float | None]) -> float | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import resource
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
@@ -52,15 +52,7 @@ class Sample:
     resolution_s: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "wall_s": self.wall_s,
-            "cpu_s": self.cpu_s,
-            "steal_s": self.steal_s,
-            "other_cpu_s": self.other_cpu_s,
-            "window_s": self.window_s,
-            "load_1m": self.load_1m,
-            "resolution_s": self.resolution_s,
-        }
+        return asdict(self)
 
 
 def deployed_processes(deployed: Deployed) -> list[int] | None:
