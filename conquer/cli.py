@@ -274,7 +274,7 @@ Examples:
     type=click.IntRange(1, 100),
     default=3,
     show_default=True,
-    help="Runs per executor; the table shows the median.",
+    help="Runs per executor, in interleaved rounds; the table shows their median and range.",
 )
 @click.option(
     "--executors",

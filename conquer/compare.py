@@ -1,37 +1,20 @@
-"""`conquer compare`: the same job on every applicable executor, repeated, summarised by medians."""
+"""`conquer compare`: the same job on every applicable executor, repeated in interleaved rounds
+(`conquer.rounds`), summarised by medians with their range, CPU time and what disturbed them, and
+judged (`conquer.figures`): a speedup above what the machine allows, or a row the machine disturbed,
+is flagged — never shown as a plain figure."""
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
-from contextlib import ExitStack
-from dataclasses import dataclass, field
 from typing import Any
 
-import workers
-from conquer import machine
+from conquer import figures, machine, rounds
+from conquer.figures import Flag
 from tasks import Job
-from workers import ExecutorError, Plan
+from workers import Plan
 
-
-@dataclass
-class Row:
-    """All repeats of one plan. `error` is set if a run failed (later repeats are skipped)."""
-
-    plan: Plan
-    walls: list[float] = field(default_factory=list)
-    verified: bool = True
-    error: str | None = None
-    #: What the executor set up once for all repeats (the Celery stack), or None.
-    deployment: dict[str, Any] | None = None
-
-    @property
-    def median(self) -> float | None:
-        return statistics.median(self.walls) if self.walls else None
-
-    @property
-    def spread(self) -> float | None:
-        return max(self.walls) - min(self.walls) if self.walls else None
+#: One row of the comparison: all repeats of one plan.
+Row = rounds.Measured
 
 
 def label(plan: Plan) -> str:
@@ -43,51 +26,50 @@ def compare(
     job: Job,
     plans: list[Plan],
     repeats: int,
-    on_run: Callable[[Plan], None] | None = None,
+    on_run: Callable[[], None] | None = None,
 ) -> list[Row]:
-    """Run every plan `repeats` times, in rounds (every plan once, then again), so that a slow spell
-    of the machine spreads over all plans instead of landing on one.
-
-    What an executor must set up first (the Celery stack) is set up once, before the first round, and
-    torn down after the last: its start-up time is a deployment cost, reported in `Row.deployment`,
-    never part of a run's wall time."""
-    rows = [Row(plan) for plan in plans]
-    with ExitStack() as deployments:
-        options: dict[Plan, dict[str, Any]] = {}
-        for row in rows:
-            try:
-                deployed = deployments.enter_context(workers.deployment(row.plan))
-            except ExecutorError as error:
-                row.error = str(error)
-                continue
-            options[row.plan], row.deployment = deployed.options, deployed.facts
-        for _ in range(repeats):
-            for row in rows:
-                if row.error is None:
-                    try:
-                        report = workers.run(job, row.plan, **options[row.plan])
-                    except ExecutorError as error:
-                        row.error = str(error)
-                    else:
-                        row.walls.append(report.wall_s)
-                        row.verified = row.verified and report.verified
-                if on_run:
-                    on_run(row.plan)
-    return rows
-
-
-def speedups(rows: list[Row]) -> dict[Plan, float | None]:
-    baseline = next((row.median for row in rows if row.plan.executor == "serial"), None)
-    return {row.plan: (baseline / row.median if baseline and row.median else None) for row in rows}
+    """Run every plan `repeats` times in rounds; each executor's deployment (the Celery stack) is set
+    up once before the first round and torn down after the last."""
+    with rounds.Deployments() as deployments:
+        return rounds.measure([(job, plan) for plan in plans], repeats, deployments, on_run)
 
 
 def to_dict(job: Job, rows: list[Row], repeats: int) -> dict[str, Any]:
     cores = machine.cores()
-    ups = speedups(rows)
+    measured = [figures.disturbance(row.walls, row.runs, cores) for row in rows]
+    disturbed = [
+        figures.disturbed(found) if row.going else [] for row, found in zip(rows, measured, strict=True)
+    ]
+    serial = next((i for i, row in enumerate(rows) if row.plan.executor == "serial" and row.going), None)
 
-    def efficiency(plan: Plan) -> float | None:
-        speedup = ups[plan]
-        return speedup / cores if speedup else None
+    def result(index: int, row: Row) -> dict[str, Any]:
+        baseline = rows[serial].median if serial is not None else None
+        speedup = figures.speedup(baseline, row.median) if row.going else None
+        limit = figures.speedup_limit(job, row.plan.workers, cores)
+        flags: list[Flag] = disturbed[index]
+        if serial is not None and index != serial:
+            flags = flags + figures.speedup_flags(speedup, limit, disturbed[serial])
+        return {
+            "executor": row.plan.executor,
+            "ipc": row.plan.ipc,
+            "start_method": row.plan.start_method,
+            "workers": row.plan.workers,
+            "wall_s_median": row.median,
+            "wall_s": row.walls,
+            "wall_s_min": min(row.walls) if row.walls else None,
+            "wall_s_max": max(row.walls) if row.walls else None,
+            "cpu_s_median": figures.median_of([run.cpu_s for run in row.runs]),
+            "cpu_s_note": row.cpu_note,
+            "runs": [run.to_dict() for run in row.runs],
+            "disturbance": measured[index].to_dict(),
+            "speedup": speedup,
+            "speedup_limit": limit.value,
+            "efficiency": figures.efficiency(job, speedup, cores),
+            "flags": [flag.to_dict() for flag in flags],
+            "verified": row.verified and row.error is None,
+            "error": row.error,
+            "deployment": row.deployment,
+        }
 
     return {
         "kind": job.kind,
@@ -96,20 +78,6 @@ def to_dict(job: Job, rows: list[Row], repeats: int) -> dict[str, Any]:
         "latency": job.latency if job.spec.io_bound else None,
         "repeats": repeats,
         "machine": machine.facts(),
-        "results": [
-            {
-                "executor": row.plan.executor,
-                "ipc": row.plan.ipc,
-                "start_method": row.plan.start_method,
-                "workers": row.plan.workers,
-                "wall_s_median": row.median,
-                "wall_s": row.walls,
-                "speedup": ups[row.plan],
-                "efficiency": efficiency(row.plan),
-                "verified": row.verified and row.error is None,
-                "error": row.error,
-                "deployment": row.deployment,
-            }
-            for row in rows
-        ],
+        "thresholds": figures.THRESHOLDS,
+        "results": [result(index, row) for index, row in enumerate(rows)],
     }

@@ -7,6 +7,7 @@ import os
 import platform
 import sys
 import sysconfig
+from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
 from pathlib import Path
@@ -82,6 +83,44 @@ def load_average() -> list[float] | None:
         return [round(value, 2) for value in os.getloadavg()]
     except OSError:
         return None
+
+
+def tick_s() -> float:
+    """Seconds per tick of the kernel's CPU-time counters (1 / USER_HZ: 0.01 s on Linux)."""
+    try:
+        return 1 / os.sysconf("SC_CLK_TCK")
+    except (ValueError, OSError, AttributeError):
+        return 0.01
+
+
+#: The fields of /proc/stat's `cpu` line, in order (proc(5)), each in ticks summed over every CPU.
+STAT_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest", "guest_nice")
+#: A CPU running anything at all; guest and guest_nice are already counted inside user and nice.
+BUSY_FIELDS = ("user", "nice", "system", "irq", "softirq")
+
+
+@dataclass(frozen=True, slots=True)
+class CpuClock:
+    """The machine's CPU time so far, in seconds summed over all CPUs: `busy` running anything (this
+    run or anyone else), `steal` taken by the hypervisor from this VM's CPUs while they had work."""
+
+    busy_s: float
+    steal_s: float
+
+
+def cpu_clock(stat: Path = Path("/proc/stat")) -> CpuClock | None:
+    """Read /proc/stat's aggregate `cpu` line; None where there is none (not Linux). The kernel sums
+    the CPUs in nanoseconds before converting, so each field is exact to one tick."""
+    try:
+        with stat.open() as lines:
+            first = lines.readline().split()
+    except OSError:
+        return None
+    if not first or first[0] != "cpu":
+        return None
+    ticks = dict(zip(STAT_FIELDS, (int(value) for value in first[1:]), strict=False))
+    tick = tick_s()
+    return CpuClock(sum(ticks.get(name, 0) for name in BUSY_FIELDS) * tick, ticks.get("steal", 0) * tick)
 
 
 def memory_total() -> int | None:

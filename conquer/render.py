@@ -72,14 +72,19 @@ def chunk_table(report: Report) -> Any:
 def comparison(summary: dict[str, Any]) -> None:
     from rich.table import Table
 
+    from conquer import figures
+
     facts = summary["machine"]
     notes = [deployment_note(row) for row in summary["results"] if row.get("deployment")]
+    cpu_notes = dict.fromkeys(row["cpu_s_note"] for row in summary["results"] if row.get("cpu_s_note"))
+    efficiency = "efficiency = speedup / cores" if summary["latency"] is None else "I/O-bound: no efficiency"
     table = Table(
         title=f"{summary['kind']} 1..{summary['n']:_} in {summary['chunks']} chunks — "
         f"median of {summary['repeats']} run(s)",
         caption=f"{facts['cores']} cores · {facts['cpu']} · Python {facts['python']}"
-        f"{'' if facts['gil_enabled'] else ' (free-threaded)'} · efficiency = speedup / cores"
-        + "".join(f"\n{note}" for note in notes),
+        f"{'' if facts['gil_enabled'] else ' (free-threaded)'} · {efficiency} · "
+        "CPU s = CPU time of the run's process tree (median)"
+        + "".join(f"\n{note}" for note in [*notes, *(f"CPU s {note}" for note in cpu_notes)]),
     )
     for column in (
         "executor",
@@ -87,24 +92,51 @@ def comparison(summary: dict[str, Any]) -> None:
         "start method",
         "workers",
         "wall s",
+        "min–max",
+        "CPU s",
         "speedup",
         "efficiency",
         "verified",
+        "flags",
     ):
-        table.add_column(column, justify="left" if column in ("executor", "IPC", "start method") else "right")
+        left = column in ("executor", "IPC", "start method", "flags")
+        table.add_column(column, justify="left" if left else "right")
     for row in summary["results"]:
-        median = row["wall_s_median"]
+        median, flags = row["wall_s_median"], row["flags"]
         table.add_row(
             row["executor"],
             row["ipc"] or broker(row.get("deployment")) or "—",
             row["start_method"] or "—",
             str(row["workers"]),
-            f"{median:.3f}" if median is not None else "—",
-            f"{row['speedup']:.2f}×" if row["speedup"] else "—",
-            f"{row['efficiency']:.0%}" if row["efficiency"] else "—",
+            seconds(median),
+            f"{seconds(row['wall_s_min'])}–{seconds(row['wall_s_max'])}" if median is not None else "—",
+            seconds(row["cpu_s_median"]),
+            flagged(f"{row['speedup']:.2f}×" if row["speedup"] else "—", flags),
+            flagged(f"{row['efficiency']:.0%}" if row["efficiency"] else "—", flags),
             verdict(row["verified"]) if row["error"] is None else f"[red]failed: {row['error']}[/]",
+            figures.cell(flags),
         )
-    console().print(table)
+    out = console()
+    out.print(table)
+    for line in figures.legend([flag for row in summary["results"] for flag in row["flags"]]):
+        out.print(f"{MARKS[line.split()[0].rstrip(':')]} {line}", markup=False)
+
+
+#: How a flagged figure is marked: ✗ cannot be true, ? cannot be trusted.
+MARKS = {"impossible": "✗", "disturbed": "?", "baseline": "?"}
+
+
+def seconds(value: float | None) -> str:
+    return f"{value:.3f}" if value is not None else "—"
+
+
+def flagged(figure: str, flags: list[dict[str, str]]) -> str:
+    """A speedup or efficiency as printed: marked, never plain, when its row is flagged."""
+    if figure == "—" or not flags:
+        return figure
+    if any(flag["flag"] == "impossible" for flag in flags):
+        return f"[bold red]{figure} ✗[/]"
+    return f"[yellow]{figure} ?[/]"
 
 
 def broker(deployment: dict[str, Any] | None) -> str | None:

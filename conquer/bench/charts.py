@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from conquer.figures import speedup
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -72,9 +74,10 @@ def cpu(axes: Axes, series: dict[str, Any], kind: str) -> None:
         if serial is None:
             continue
         base = serial["median"]
-        speedups = [base / p["median"] for p in line]
-        low = [s - base / p["max"] for s, p in zip(speedups, line, strict=True)]
-        high = [base / p["min"] - s for s, p in zip(speedups, line, strict=True)]
+        # The speedups the table shows; the bars span the point's slowest to its fastest run.
+        speedups = [p["derived"]["speedup"] for p in line]
+        low = [s - (speedup(base, p["max"]) or s) for s, p in zip(speedups, line, strict=True)]
+        high = [(speedup(base, p["min"]) or s) - s for s, p in zip(speedups, line, strict=True)]
         axes.errorbar(
             [p["params"]["workers"] for p in line],
             speedups,

@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import workers
+from conquer import figures
 from conquer.bench import registry
 from conquer.bench.context import Context
-from conquer.bench.points import Point, Series, run_cases, timed
+from conquer.bench.points import Point, Series, add_speedups, run_cases, timed
 from tasks import Job
 from workers import Plan
 
@@ -48,29 +49,22 @@ def measure(context: Context) -> Series:
     with timed(series):
         series.points = run_cases(cases, context)
     for job in jobs:
-        add_speedups([point for point in series.points if point.params["kind"] == job.kind], cores)
+        of_kind = [point for point in series.points if point.params["kind"] == job.kind]
+        add_speedups(of_kind, next((p for p in of_kind if p.params["executor"] == "serial"), None), cores)
+        for point in of_kind:
+            point.derived["efficiency"] = figures.efficiency(job, point.derived["speedup"], cores)
+            point.derived["ideal_speedup"] = figures.speedup_limit(job, point.params["workers"], cores).value
     series.derived = {"best": best_speedups(series.points)}
     return series
 
 
-def add_speedups(points: list[Point], cores: int) -> None:
-    """Speedup over the serial point among `points`, efficiency (speedup / cores) and the ideal."""
-    baseline = next((point.median for point in points if point.params["executor"] == "serial"), None)
-    for point in points:
-        median = point.median
-        speedup = baseline / median if baseline and median else None
-        point.derived = {
-            "speedup": speedup,
-            "efficiency": speedup / cores if speedup else None,
-            "ideal_speedup": min(point.params["workers"], cores),
-        }
-
-
 def best_speedups(points: list[Point]) -> dict[str, dict[str, Any]]:
-    """For each kind, the fastest way measured."""
+    """For each kind, the fastest way measured whose speedup is not impossible."""
     best: dict[str, Point] = {}
     for point in points:
         speedup = point.derived.get("speedup")
+        if any(flag.flag == figures.IMPOSSIBLE for flag in point.flags):
+            continue
         current = best.get(point.params["kind"])
         if speedup is not None and (current is None or speedup > current.derived["speedup"]):
             best[point.params["kind"]] = point

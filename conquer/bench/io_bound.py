@@ -11,23 +11,18 @@ from __future__ import annotations
 
 import math
 
+from conquer import figures
 from conquer.bench import registry
 from conquer.bench.context import Context
-from conquer.bench.points import Series, run_cases, timed
+from conquer.bench.points import Series, add_speedups, run_cases, timed
 from tasks import Job
-
-
-def latency_limit(items: int, worker_count: int) -> float:
-    """The largest speedup over serial any executor can reach on `items` one-item chunks: serial takes
-    items · L, and W workers need ceil(items / W) rounds of L."""
-    return items / math.ceil(items / worker_count)
 
 
 def measure(context: Context) -> Series:
     profile, cores, reporter = context.profile, context.cores, context.reporter
     job = Job("download", profile.io_items, profile.io_items, latency=profile.io_latency)
     count = profile.io_workers
-    limit = latency_limit(job.n, count)
+    limit = figures.speedup_limit(job, count, cores).value
     rounds = math.ceil(job.chunks / count)
     series = Series(
         "io",
@@ -50,11 +45,10 @@ def measure(context: Context) -> Series:
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
         series.points = run_cases(cases, context)
-    baseline = series.points[0].median
+    add_speedups(series.points, series.points[0], cores)
     for point in series.points:
-        median = point.median
-        speedup = baseline / median if baseline and median else None
-        point.derived = {"speedup": speedup, "of_limit": speedup / limit if speedup else None}
+        speedup = point.derived["speedup"]
+        point.derived["of_limit"] = speedup / limit if speedup else None
     series.derived = {
         "latency_limit_speedup": limit,
         "rounds": rounds,

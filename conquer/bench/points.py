@@ -1,8 +1,10 @@
 """The records a benchmark is made of: a `Point` (one thing measured, several times) and a `Series`
 (the points of one question, e.g. "how does CPU-bound work scale with workers?").
 
-A point keeps every sample and reports their median and spread. A point whose answer was wrong in any
-run has `verified` false, an `error` saying so and no median: a fast wrong answer is not a number.
+A point keeps every sample and reports their median and spread, and — for a timed point — what each
+run used and what disturbed it (`conquer.usage`), judged by `conquer.figures`: its `flags` say when
+its figure cannot be taken at its word, and what to do. A point whose answer was wrong in any run has
+`verified` false, an `error` saying so and no median: a fast wrong answer is not a number.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import workers
-from conquer import compare, machine
+from conquer import compare, figures, machine, rounds
+from conquer.figures import Flag
+from conquer.usage import Sample
 from tasks import Job
-from workers import ExecutorError, Plan
+from workers import Plan
 
 if TYPE_CHECKING:
     from conquer.bench.context import Context
@@ -37,6 +40,15 @@ class Point:
     derived: dict[str, Any] = field(default_factory=dict)
     #: What the executor set up once for all runs (the Celery stack and its start-up time), if anything.
     deployment: dict[str, Any] | None = None
+    #: What each run used and what disturbed it; one for the whole point when a probe measures its
+    #: runs in one batch; none for a figure that is not a time.
+    runs: list[Sample] = field(default_factory=list)
+    #: Why the runs have no CPU time, if they have none.
+    cpu_note: str | None = None
+    #: Flags on its derived figures (a speedup above its limit, or over a disturbed baseline).
+    flags: list[Flag] = field(default_factory=list)
+    #: The job an executor point ran (what its speedup limit is computed from); not in the document.
+    job: Job | None = None
 
     @property
     def ok(self) -> bool:
@@ -45,6 +57,13 @@ class Point:
     @property
     def median(self) -> float | None:
         return statistics.median(self.samples) if self.ok else None
+
+    def disturbance(self) -> figures.Disturbance:
+        return figures.disturbance(self.samples, self.runs, machine.cores())
+
+    def disturbed(self) -> list[Flag]:
+        """Its flags from its own runs (steal, other load, spread); none without a figure."""
+        return figures.disturbed(self.disturbance()) if self.ok else []
 
     def to_dict(self) -> dict[str, Any]:
         median = self.median
@@ -66,6 +85,11 @@ class Point:
             "error": self.error,
             "derived": self.derived,
             "deployment": self.deployment,
+            "cpu_s": figures.median_of([run.cpu_s for run in self.runs]) if self.runs else None,
+            "cpu_s_note": self.cpu_note,
+            "runs": [run.to_dict() for run in self.runs],
+            "disturbance": self.disturbance().to_dict(),
+            "flags": [flag.to_dict() for flag in (*self.disturbed(), *self.flags)] if self.ok else [],
         }
 
 
@@ -134,34 +158,29 @@ def plan_params(job: Job, plan: Plan) -> dict[str, Any]:
 
 
 def run_cases(cases: list[tuple[Job, Plan]], context: Context) -> list[Point]:
-    """Run every (job, plan) `context.profile.repeats` times, in rounds — each case once, then each
-    again — so that a slow spell of a shared machine spreads over all cases instead of landing on one.
-    A case that fails is not run again; its point carries the error. An executor's deployment (the
-    Celery stack) comes from `context.deployments`, set up before the first run."""
-    points = [Point(compare.label(plan), plan_params(job, plan), "wall_s", "s") for job, plan in cases]
-    for (_, plan), point in zip(cases, points, strict=True):
-        setup = context.deployments.get(plan)
-        if isinstance(setup, str):
-            point.error = setup
-        else:
-            point.deployment = setup.facts
-    for _ in range(context.profile.repeats):
-        for (job, plan), point in zip(cases, points, strict=True):
-            setup = context.deployments.get(plan)
-            if point.error is None and not isinstance(setup, str):
-                run_once(job, plan, setup.options, point)
-            context.reporter.tick()
-    return points
+    """Every (job, plan) `context.profile.repeats` times in interleaved rounds (`conquer.rounds`), each
+    executor deployed once for the whole bench run (`context.deployments`). A case that fails is not
+    run again; its point carries the error."""
+    rows = rounds.measure(cases, context.profile.repeats, context.deployments, context.reporter.tick)
+    return [point_of(row) for row in rows]
 
 
-def run_once(job: Job, plan: Plan, options: dict[str, Any], point: Point) -> None:
-    """One run of `job` as `plan` says, its wall time added to `point` — or its failure recorded."""
-    try:
-        report = workers.run(job, plan, **options)
-    except ExecutorError as error:
-        point.error = str(error)
-        return
-    point.samples.append(report.wall_s)
-    if not report.verified:
-        point.verified = False
-        point.error = f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
+def point_of(row: rounds.Measured) -> Point:
+    point = Point(compare.label(row.plan), plan_params(row.job, row.plan), "wall_s", "s")
+    point.samples, point.runs, point.job = row.walls, row.runs, row.job
+    point.verified, point.error = row.verified, row.error or row.mismatch
+    point.deployment, point.cpu_note = row.deployment, row.cpu_note
+    return point
+
+
+def add_speedups(points: list[Point], baseline: Point | None, cores: int) -> None:
+    """Each point's speedup over `baseline` (serial in the same rounds) into `derived`, and the flags
+    on it: above what its job allows on `cores`, or over a disturbed baseline."""
+    base = baseline.median if baseline is not None else None
+    base_flags = baseline.disturbed() if baseline is not None else []
+    for point in points:
+        value = figures.speedup(base, point.median)
+        point.derived["speedup"] = value
+        if point is not baseline and point.job is not None:
+            limit = figures.speedup_limit(point.job, point.params["workers"], cores)
+            point.flags += figures.speedup_flags(value, limit, base_flags)

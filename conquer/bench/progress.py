@@ -49,12 +49,15 @@ class Reporter:
 
     def end(self, series: Series) -> None:
         failed = sum(1 for point in series.points if not point.ok)
+        flagged = sum(1 for point in series.points if point.ok and (point.flags or point.disturbed()))
         load = series.load_after[0] if series.load_after else None
         parts = [f"{len(series.points)} points in {series.duration_s:.1f} s"]
         if load is not None:
             parts.append(f"load {load:.2f}")
         if failed:
             parts.append(f"{failed} FAILED")
+        if flagged:
+            parts.append(f"{flagged} flagged (see results.md)")
         if series.skipped:
             parts.append("skipped: " + ", ".join(item["what"] for item in series.skipped))
         self.line(f"{series.name}: {'; '.join(parts)}")

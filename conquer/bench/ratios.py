@@ -9,9 +9,10 @@ Celery's wall time as a multiple of processes'.
 from __future__ import annotations
 
 import workers
+from conquer import figures
 from conquer.bench import registry
 from conquer.bench.context import Context
-from conquer.bench.points import Point, Series, run_cases, timed
+from conquer.bench.points import Point, Series, add_speedups, run_cases, timed
 from tasks import Job
 
 
@@ -32,16 +33,15 @@ def measure(context: Context) -> Series:
     with timed(series):
         series.points = run_cases([(job, plan) for plan in plans], context)
     by_executor = {point.params["executor"]: point for point in series.points}
+    serial, processes, celery = (by_executor.get(name) for name in ("serial", "processes", "celery"))
+    add_speedups([point for point in (serial, processes) if point is not None], serial, cores)
     series.derived = {
-        "processes_speedup": ratio(by_executor.get("serial"), by_executor.get("processes")),
-        "celery_over_processes": ratio(by_executor.get("celery"), by_executor.get("processes")),
+        "processes_speedup": processes.derived["speedup"] if processes is not None else None,
+        # Celery's wall time over processes': processes' "speedup" over Celery, by the same rule.
+        "celery_over_processes": figures.speedup(median(celery), median(processes)),
     }
     return series
 
 
-def ratio(numerator: Point | None, denominator: Point | None) -> float | None:
-    """median(numerator) / median(denominator), or None if either is missing or failed."""
-    if numerator is None or denominator is None:
-        return None
-    top, bottom = numerator.median, denominator.median
-    return top / bottom if top is not None and bottom else None
+def median(point: Point | None) -> float | None:
+    return point.median if point is not None else None

@@ -23,6 +23,7 @@ from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
 from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
+from conquer.rounds import Deployments
 from tasks import Job
 
 FLOOR_COMMANDS = (("PING", ("-t", "ping_mbulk")), ("LPUSH", ()), ("RPOP", ()))
@@ -52,11 +53,11 @@ def measure(context: Context) -> Series:
     reporter.begin(series, runs * profile.repeats)
     with timed(series):
         for mechanism in ipc_probe.ECHOES:
-            series.points.append(in_host(mechanism, method, profile))
+            series.points.append(in_host(mechanism, method, profile, context.deployments))
             for _ in range(profile.repeats):
                 reporter.tick()
         if floor_runs and floor_binary and server:
-            series.points += floor(floor_binary, server, profile, reporter)
+            series.points += floor(floor_binary, server, profile, reporter, context.deployments)
         else:
             series.skip(
                 "redis-benchmark",
@@ -74,21 +75,28 @@ def measure(context: Context) -> Series:
     return series
 
 
-def in_host(mechanism: str, method: str, profile: Profile) -> Point:
+def in_host(mechanism: str, method: str, profile: Profile, deployments: Deployments) -> Point:
+    """Its samples come in one batch (one worker answers them all): one meter covers the batch."""
     point = Point(
         f"{mechanism} round trip",
         {"mechanism": mechanism, "start_method": method, "count": profile.round_trips},
         "round_trip_s",
         "s",
     )
+    meter = deployments.meter()
+    began = time.perf_counter()
     try:
         point.samples = ipc_probe.measure(mechanism, method, profile.round_trips, profile.repeats)
     except (ipc_probe.ProbeError, OSError, EOFError) as error:
         point.error = f"{type(error).__name__}: {error}"
+        return point
+    point.runs.append(meter.stop(time.perf_counter() - began))
     return point
 
 
-def floor(binary: str, server: str, profile: Profile, reporter: Reporter) -> list[Point]:
+def floor(
+    binary: str, server: str, profile: Profile, reporter: Reporter, deployments: Deployments
+) -> list[Point]:
     """redis-benchmark's PING, LPUSH and RPOP on each transport, plus redis-py's PING."""
     points: dict[tuple[str, str], Point] = {}
     try:
@@ -103,9 +111,9 @@ def floor(binary: str, server: str, profile: Profile, reporter: Reporter) -> lis
                     )
             for _ in range(profile.repeats):
                 for endpoint in endpoints:
-                    floor_round(binary, endpoint, profile.redis_requests, points, reporter)
+                    floor_round(binary, endpoint, profile.redis_requests, points, reporter, deployments)
             if importlib.util.find_spec("redis") is not None:
-                points["unix socket", "redis-py"] = python_ping(endpoints[0], profile)
+                points["unix socket", "redis-py"] = python_ping(endpoints[0], profile, deployments)
                 for _ in range(profile.repeats):
                     reporter.tick()
     except (redis_floor.FloorError, OSError) as error:
@@ -125,6 +133,7 @@ def floor_round(
     requests: int,
     points: dict[tuple[str, str], Point],
     reporter: Reporter,
+    deployments: Deployments,
 ) -> None:
     """One sample of each floor command on `endpoint`; LPUSH and RPOP checked by the key's length."""
     key = redis_floor.run_key()
@@ -134,8 +143,10 @@ def floor_round(
         if point.error:
             continue
         words: tuple[str, ...] = test or (name, key, *(("x",) if name == "LPUSH" else ()))
+        meter = deployments.meter()
         try:
             measured = redis_floor.benchmark(binary, endpoint, requests, *words)
+            run = meter.stop(measured.round_trip_s * requests)
             expected_length = {"LPUSH": requests, "RPOP": 0}.get(name)
             if expected_length is not None:
                 length = redis_floor.integer(endpoint, "LLEN", key)
@@ -147,10 +158,11 @@ def floor_round(
             point.error = f"{type(error).__name__}: {error}"
             continue
         point.samples.append(measured.round_trip_s)
+        point.runs.append(run)
         point.derived.setdefault("p50_samples_s", []).append(measured.p50_s)
 
 
-def python_ping(endpoint: redis_floor.Endpoint, profile: Profile) -> Point:
+def python_ping(endpoint: redis_floor.Endpoint, profile: Profile, deployments: Deployments) -> Point:
     """Round trips of redis-py's PING over the Unix socket: the Python client's own cost."""
     redis: Any = importlib.import_module("redis")
     point = Point(
@@ -163,6 +175,7 @@ def python_ping(endpoint: redis_floor.Endpoint, profile: Profile) -> Point:
     try:
         client.ping()
         for _ in range(profile.repeats):
+            meter = deployments.meter()
             began = time.perf_counter()
             answers = [client.ping() for _ in range(profile.round_trips)]
             elapsed = time.perf_counter() - began
@@ -171,6 +184,7 @@ def python_ping(endpoint: redis_floor.Endpoint, profile: Profile) -> Point:
                 point.error = "wrong answer: a PING did not get PONG"
                 break
             point.samples.append(elapsed / profile.round_trips)
+            point.runs.append(meter.stop(elapsed))
     except redis.RedisError as error:
         point.error = f"{type(error).__name__}: {error}"
     finally:

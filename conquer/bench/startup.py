@@ -102,10 +102,14 @@ def measure(context: Context) -> Series:
             for (method, count), point in points.items():
                 reporter.tick()
                 if point.error is None:
+                    meter = context.deployments.meter()
                     try:
-                        point.samples.append(start_processes(method, count))
+                        elapsed = start_processes(method, count)
                     except (StartError, OSError) as error:
                         point.error = f"{type(error).__name__}: {error}"
+                        continue
+                    point.samples.append(elapsed)
+                    point.runs.append(meter.stop(elapsed))
     series.points = list(points.values())
     for point in series.points:
         median = point.median

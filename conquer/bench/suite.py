@@ -21,10 +21,11 @@ from conquer.bench import (
     targets,
     throughput,
 )
-from conquer.bench.context import Context, Deployments
+from conquer.bench.context import Context
 from conquer.bench.points import Series
 from conquer.bench.profiles import Profile
 from conquer.bench.progress import Reporter
+from conquer.rounds import Deployments
 
 Measure = Callable[[Context], Series]
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from conquer import figures as judging
+from conquer.bench import targets
+
 MB = 1_000_000
 
 
@@ -78,12 +81,35 @@ def heading(key: str) -> str:
 
 
 def metric(point: dict[str, Any]) -> tuple[str, str]:
-    """(median, range as a share of the median) of a point, or why it has none."""
+    """(median, min–max and the range as a share of the median) of a point, or why it has none."""
     median = point["median"]
     if median is None:
         return f"**{'wrong answer' if point['error'].startswith('wrong answer') else 'failed'}**", "—"
     unit_key = "x_bytes" if point["unit"] == "bytes" else "x_s"
-    return figure(unit_key, median), percent(point["spread"]) if point["spread"] is not None else "—"
+    if point["spread"] is None:
+        return figure(unit_key, median), "—"
+    low, high = figure(unit_key, point["min"]), figure(unit_key, point["max"])
+    return figure(unit_key, median), f"{low}–{high} ({percent(point['spread'])})"
+
+
+def cpu(point: dict[str, Any]) -> str:
+    """The median CPU time of a point's runs, or why there is none."""
+    if point.get("cpu_s") is not None:
+        return figure("cpu_s", point["cpu_s"])
+    return "not measured" if point.get("cpu_s_note") else "—"
+
+
+#: Derived figures computed from a point's measured median against serial or a limit: marked as
+#: the point's flags say (an ideal or a count is not).
+JUDGED = ("speedup", "efficiency", "of_limit")
+
+
+def flagged(key: str, point: dict[str, Any]) -> str:
+    """A derived figure as printed: marked when its point is flagged (✗ impossible, ? disturbed)."""
+    text, flags = figure(key, point["derived"].get(key)), point.get("flags") or []
+    if key not in JUDGED or text == "—" or not flags:
+        return text
+    return f"{text} {'✗' if any(flag['flag'] == judging.IMPOSSIBLE for flag in flags) else '?'}"
 
 
 def series_table(series: dict[str, Any]) -> list[str]:
@@ -100,13 +126,39 @@ def series_table(series: dict[str, Any]) -> list[str]:
         and len({repr(point["params"][key]) for point in points}) > 1
     ]
     derived = list(dict.fromkeys(key for point in points for key in point["derived"]))
-    header = ["what", *keys, heading(points[0]["metric"]), "range", *map(heading, derived)]
+    timed = any(point.get("runs") for point in points)
+    header = ["what", *keys, heading(points[0]["metric"]), "range (min–max)", *(["CPU"] if timed else [])]
+    header += [*map(heading, derived), "flags"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for point in points:
         cells = [point["label"], *(figure(key, point["params"].get(key)) for key in keys), *metric(point)]
-        cells += [figure(key, point["derived"].get(key)) for key in derived]
+        cells += [cpu(point)] if timed else []
+        cells += [flagged(key, point) for key in derived]
+        cells.append(judging.cell(point.get("flags") or []))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
+
+
+def flags_section(document: dict[str, Any]) -> list[str]:
+    """What each flag present in the run means and what to do, once."""
+    found = [
+        flag for series in document["series"] for point in series["points"] for flag in point.get("flags", [])
+    ]
+    if not found:
+        return []
+    limits = judging.THRESHOLDS
+    return [
+        "",
+        "## Flags",
+        "",
+        "A flagged figure is not a result: ✗ *impossible* (a speedup above what the job allows on these "
+        "cores), ? *disturbed* (stolen CPU time above "
+        f"{limits['steal_share']:.0%} or other processes' CPU time above {limits['other_cpu_share']:.0%} of "
+        f"the CPUs' time during its runs, or runs that differ by more than {limits['spread']:.0%} of their "
+        "median), ? *baseline* (a speedup over a disturbed serial run). What to do:",
+        "",
+        *(f"- {line}" for line in judging.legend(found)),
+    ]
 
 
 def flatten(prefix: str, value: Any) -> list[tuple[str, Any]]:
@@ -143,6 +195,8 @@ def targets_table(document: dict[str, Any]) -> list[str]:
     ]
     for target in document["targets"]:
         status = target["status"] if target["status"] != "missed" else f"missed by {target['shortfall']:.1%}"
+        if target["status"] == "flagged":
+            status += f": {targets.where(target['flags'])}"
         measured = target["summary"].split(" (target")[0] if target["value"] is not None else "—"
         if target["reason"]:
             measured += f" ({target['reason']})"
@@ -158,9 +212,12 @@ def render(document: dict[str, Any]) -> str:
         "",
         *machine_lines(document),
         "",
-        "Every figure is the median of its runs; *range* is max − min of the runs as a share of the "
-        "median. Every answer was checked against an independent computation; a point whose answer was "
-        "wrong is reported as such, without a figure.",
+        "Every figure is the median of its runs; *range* is the lowest and highest run and, in brackets, "
+        "max − min as a share of the median; *CPU* is the median CPU time (user + system) of the run's "
+        "whole process tree — this process, its workers and, for Celery, the stack's worker processes "
+        "and Redis. Every answer was checked against an independent computation; a point whose answer "
+        "was wrong is reported as such, without a figure. *flags* says when a figure cannot be taken at "
+        "its word (see Flags below, when any).",
         "",
         "## Targets",
         "",
@@ -180,6 +237,7 @@ def render(document: dict[str, Any]) -> str:
         for chart in document["charts"]:
             if chart["series"] == series["name"]:
                 out += ["", f"![{chart['title']}]({chart['file']})"]
+    out += flags_section(document)
     if document["notes"]:
         out += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]
     return "\n".join(out) + "\n"

@@ -1,7 +1,9 @@
 """The issues' performance targets, judged from a bench run: met, missed (by how much), or not measured.
 
 Each target names the series and figure it is read from, and whether the run measured the target's own
-job (`conditions_match`): a quick run measures smaller jobs, so its statuses are indicative only.
+job (`conditions_match`): a quick run measures smaller jobs, so its statuses are indicative only. A
+figure read from a flagged point (impossible, disturbed, or over a disturbed baseline: see
+`conquer.figures`) is `flagged`, never met or missed: the flags say why and what to do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from conquer import figures
 from conquer.bench import profiles
 
 MB = 1_000_000
@@ -28,16 +31,33 @@ class Target:
     read: Callable[[dict[str, dict[str, Any]]], float | None]
     #: True when the series measured the target's own job.
     matches: Callable[[dict[str, Any]], bool]
+    #: The points the figure is computed from: their flags are the figure's.
+    depends: Callable[[dict[str, dict[str, Any]]], list[dict[str, Any]]]
     note: str = ""
+    #: Which of those points' flags apply (a ratio of two wall times has no speedup limit).
+    flag_kinds: tuple[str, ...] = (figures.IMPOSSIBLE, figures.DISTURBED, figures.BASELINE)
 
 
 def point_figure(series: dict[str, Any] | None, figure: str, **params: Any) -> float | None:
     """`figure` ("median" or a derived key) of the first point in `series` whose params match."""
-    for point in (series or {}).get("points", []):
-        if all(point["params"].get(key) == value for key, value in params.items()):
-            value = point["median"] if figure == "median" else point["derived"].get(figure)
-            return float(value) if value is not None else None
+    for point in points(series, **params)[:1]:
+        value = point["median"] if figure == "median" else point["derived"].get(figure)
+        return float(value) if value is not None else None
     return None
+
+
+def points(series: dict[str, Any] | None, **params: Any) -> list[dict[str, Any]]:
+    """The points of `series` whose params include all of `params`."""
+    return [
+        point
+        for point in (series or {}).get("points", [])
+        if all(point["params"].get(key) == value for key, value in params.items())
+    ]
+
+
+def largest_run(series: dict[str, Any] | None) -> list[dict[str, Any]]:
+    measured = [point for point in (series or {}).get("points", []) if point["median"] is not None]
+    return [max(measured, key=lambda point: point["params"]["n"])] if measured else []
 
 
 def derived(series: dict[str, Any] | None, figure: str) -> float | None:
@@ -47,10 +67,8 @@ def derived(series: dict[str, Any] | None, figure: str) -> float | None:
 
 def largest_run_megabytes(series: dict[str, Any] | None) -> float | None:
     """Median peak tree RSS, in MB, of the memory point with the largest n."""
-    points = [point for point in (series or {}).get("points", []) if point["median"] is not None]
-    if not points:
-        return None
-    return float(max(points, key=lambda point: point["params"]["n"])["median"]) / MB
+    found = largest_run(series)
+    return float(found[0]["median"]) / MB if found else None
 
 
 def io_matches(parameters: dict[str, Any]) -> bool:
@@ -83,6 +101,7 @@ TARGETS = (
         "ratios",
         lambda series: derived(series.get("ratios"), "processes_speedup"),
         ratio_matches,
+        lambda series: points(series.get("ratios"), executor="processes"),
     ),
     Target(
         "celery-over-processes-sum",
@@ -94,6 +113,11 @@ TARGETS = (
         "ratios",
         lambda series: derived(series.get("ratios"), "celery_over_processes"),
         ratio_matches,
+        lambda series: [
+            *points(series.get("ratios"), executor="celery"),
+            *points(series.get("ratios"), executor="processes"),
+        ],
+        flag_kinds=(figures.DISTURBED,),
     ),
     Target(
         "celery-trivial-throughput",
@@ -105,6 +129,7 @@ TARGETS = (
         "trivial",
         lambda series: point_figure(series.get("trivial"), "chunks_per_s", executor="celery"),
         lambda parameters: parameters.get("chunks") == profiles.TARGET_TRIVIAL_CHUNKS,
+        lambda series: points(series.get("trivial"), executor="celery"),
     ),
     Target(
         "threads-download-speedup",
@@ -116,6 +141,7 @@ TARGETS = (
         "io",
         lambda series: point_figure(series.get("io"), "speedup", executor="threads"),
         io_matches,
+        lambda series: points(series.get("io"), executor="threads"),
         IO_NOTE,
     ),
     Target(
@@ -128,6 +154,7 @@ TARGETS = (
         "io",
         lambda series: point_figure(series.get("io"), "speedup", executor="asyncio"),
         io_matches,
+        lambda series: points(series.get("io"), executor="asyncio"),
         IO_NOTE,
     ),
     Target(
@@ -140,6 +167,7 @@ TARGETS = (
         "memory",
         lambda series: largest_run_megabytes(series.get("memory")),
         lambda parameters: profiles.TARGET_MEMORY_N in parameters.get("n", []),
+        lambda series: largest_run(series.get("memory")),
         "RSS summed over the process tree counts pages shared after fork once per process; the PSS "
         "column of the memory table is the tree's real footprint.",
     ),
@@ -153,28 +181,54 @@ TARGETS = (
         "memory",
         lambda series: derived(series.get("memory"), "growth"),
         lambda parameters: profiles.TARGET_MEMORY_N in parameters.get("n", []),
+        lambda series: points(series.get("memory")),
     ),
 )
 
 
-def judge(value: float | None, comparison: str, threshold: float) -> tuple[str, float | None]:
-    """("met" | "missed" | "not measured", shortfall as a fraction of the threshold)."""
+def judge(
+    value: float | None, comparison: str, threshold: float, flagged: bool = False
+) -> tuple[str, float | None]:
+    """("met" | "missed" | "flagged" | "not measured", shortfall as a fraction of the threshold). A
+    flagged figure keeps its shortfall (what it would be), but is neither met nor missed."""
     if value is None:
         return "not measured", None
     met = value >= threshold if comparison == ">=" else value <= threshold
-    if met:
-        return "met", 0.0
-    gap = threshold - value if comparison == ">=" else value - threshold
-    return "missed", gap / threshold
+    gap = 0.0 if met else (threshold - value if comparison == ">=" else value - threshold) / threshold
+    if flagged:
+        return "flagged", gap
+    return ("met", gap) if met else ("missed", gap)
 
 
-def summary(value: float | None, target: Target, status: str, shortfall: float | None) -> str:
+def summary(
+    value: float | None, target: Target, status: str, shortfall: float | None, flags: list[dict[str, str]]
+) -> str:
     if value is None:
         return "not measured"
     figure = f"{value:,.2f} {target.unit}" if target.unit != "×" else f"{value:.2f}×"
     wanted = f"{target.comparison} {target.threshold:,g}{'×' if target.unit == '×' else ' ' + target.unit}"
-    verdict = "met" if status == "met" else f"missed by {shortfall:.1%}"
-    return f"{figure} (target {wanted}): {verdict}"
+    outcome = "met" if not shortfall else f"missed by {shortfall:.1%}"
+    if status == "flagged":
+        return f"{figure} (target {wanted}): flagged, not judged (as measured: {outcome}; {where(flags)})"
+    return f"{figure} (target {wanted}): {outcome}"
+
+
+def where(flags: list[dict[str, str]]) -> str:
+    """Target flags by point: `processes/queue/fork: disturbed (spread 12%); baseline`."""
+    by_point: dict[str, list[dict[str, str]]] = {}
+    for flag in flags:
+        by_point.setdefault(flag["point"], []).append(flag)
+    return "; ".join(f"{point}: {figures.cell(found)}" for point, found in by_point.items())
+
+
+def flags_of(target: Target, series: dict[str, dict[str, Any]]) -> list[dict[str, str]]:
+    """The flags of the points `target`'s figure comes from, each naming its point."""
+    return [
+        {"point": point["label"], **flag}
+        for point in target.depends(series)
+        for flag in point.get("flags", [])
+        if flag["flag"] in target.flag_kinds
+    ]
 
 
 def evaluate(series: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,7 +237,8 @@ def evaluate(series: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for target in TARGETS:
         source = series.get(target.series)
         value = target.read(series) if source is not None else None
-        status, shortfall = judge(value, target.comparison, target.threshold)
+        flags = flags_of(target, series) if value is not None else []
+        status, shortfall = judge(value, target.comparison, target.threshold, bool(flags))
         reason = None
         if source is None:
             reason = f"series {target.series!r} was not run"
@@ -202,7 +257,8 @@ def evaluate(series: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 "value": value,
                 "status": status,
                 "shortfall": shortfall,
-                "summary": summary(value, target, status, shortfall),
+                "summary": summary(value, target, status, shortfall, flags),
+                "flags": flags,
                 "conditions_match": source is not None and target.matches(source.get("parameters", {})),
                 "reason": reason,
                 "note": target.note or None,

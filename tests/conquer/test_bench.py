@@ -21,10 +21,11 @@ import psutil
 import pytest
 
 import workers
-from conquer import machine
+from conquer import figures, machine
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES, charts, targets
 from conquer.exitcodes import ExitCode
 from tests.conftest import CONQUER, conquer, wait_until
+from tests.conquer.rows import check_runs, disturbed_flags, expected_disturbed
 
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "bench" / "schema.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -88,6 +89,27 @@ def test_every_point_was_measured_and_verified(document: dict[str, Any]) -> None
             assert point["min"] <= point["median"] <= point["max"], where
 
 
+def test_every_timed_point_carries_what_disturbed_it(document: dict[str, Any]) -> None:
+    """Each run of a timed point has its CPU time, steal and other load; its disturbed flags are those
+    the thresholds call for; every figure it had when flagged is still there (flags never hide one)."""
+    for series in document["series"]:
+        for point in series["points"]:
+            where = f"{series['name']}: {point['label']}"
+            if point["unit"] != "s":
+                assert point["runs"] == [], where  # a peak of memory is not a time
+            elif "mechanism" in point["params"]:
+                assert len(point["runs"]) == 1, where  # one batch: one meter
+            else:
+                assert len(point["runs"]) == point["repeats"], where
+            check_runs(point["runs"])
+            if point["runs"]:
+                assert point["cpu_s"] is not None, where  # the embedded stack: in this process tree
+                assert point["cpu_s"] >= 0, where
+            found = disturbed_flags(point["flags"])
+            assert found == expected_disturbed(point["disturbance"], figures.THRESHOLDS), where
+            assert point["median"] is not None, where
+
+
 def test_every_series_measures_every_registered_executor(document: dict[str, Any]) -> None:
     """Executors come from the registry: each one that can run the kind shows up, none is missing."""
     by_name = {series["name"]: series for series in document["series"]}
@@ -127,8 +149,12 @@ def test_targets_are_judged_from_the_measured_figures(document: dict[str, Any]) 
     by_name = {series["name"]: series for series in document["series"]}
     assert [target["id"] for target in document["targets"]] == [target.id for target in targets.TARGETS]
     for target in document["targets"]:
-        status, shortfall = targets.judge(target["value"], target["comparison"], target["threshold"])
+        flagged = bool(target["flags"])
+        status, shortfall = targets.judge(target["value"], target["comparison"], target["threshold"], flagged)
         assert (target["status"], target["shortfall"]) == (status, shortfall)
+        # A target's flags are exactly those of the points its figure is read from.
+        source = next(t for t in targets.TARGETS if t.id == target["id"])
+        assert target["flags"] == targets.flags_of(source, by_name)
         assert target["conditions_match"] is False  # a tiny run never measures the targets' own jobs
     speedup = next(t for t in document["targets"] if t["id"] == "processes-speedup-sum")["value"]
     ratio = by_name["ratios"]["points"]

@@ -11,23 +11,44 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conquer.bench import granularity, io_bound, ipc_probe, redis_floor, startup, targets
+from conquer import figures
+from conquer.bench import granularity, ipc_probe, redis_floor, startup, targets
 from conquer.bench.points import Point
-from tasks import Chunk
+from tasks import Chunk, Job
 from workers.base import ChunkResult
 
 
 @given(items=st.integers(1, 10_000), workers=st.integers(1, 512))
-def test_the_latency_limit_lies_between_one_and_the_workers(items: int, workers: int) -> None:
-    limit = io_bound.latency_limit(items, workers)
+def test_the_latency_limit_of_one_item_chunks_is_items_over_rounds(items: int, workers: int) -> None:
+    job = Job("download", items, items, latency=0.1)
+    limit = figures.speedup_limit(job, workers, cores=2).value
+    assert limit == items / math.ceil(items / workers)
     assert 1 <= limit <= min(workers, items)
-    if items % workers == 0:
-        assert limit == workers
+
+
+@given(n=st.integers(1, 10_000), chunks=st.integers(1, 1_000), workers=st.integers(1, 64))
+def test_the_latency_limit_is_one_for_one_worker_and_never_beats_the_workers(
+    n: int, chunks: int, workers: int
+) -> None:
+    job = Job("download", n, min(chunks, n), latency=0.01)
+    assert figures.speedup_limit(job, 1, cores=2).value == 1
+    limit = figures.speedup_limit(job, workers, cores=2).value
+    assert 1 <= limit <= min(workers, job.chunks) + 1e-9
 
 
 def test_the_issue_download_target_is_exactly_the_latency_limit() -> None:
     """100 one-item chunks on 32 workers: 4 rounds, so 100 items / 4 rounds."""
-    assert io_bound.latency_limit(100, 32) == 100 / math.ceil(100 / 32)
+    job = Job("download", 100, 100, latency=0.1)
+    assert figures.speedup_limit(job, 32, cores=2).value == 100 / math.ceil(100 / 32) == 25
+
+
+@pytest.mark.parametrize(
+    ("workers", "cores", "chunks", "limit"), [(2, 2, 16, 2), (4, 2, 16, 2), (1, 2, 16, 1), (8, 8, 4, 4)]
+)
+def test_cpu_bound_work_is_limited_by_workers_cores_and_chunks(
+    workers: int, cores: int, chunks: int, limit: int
+) -> None:
+    assert figures.speedup_limit(Job("sum", 1000, chunks), workers, cores).value == limit
 
 
 def test_granularity_overhead_recovers_a_known_line() -> None:

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
+from typing import Any
 
 import psutil
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conquer import machine
 from conquer.exitcodes import ExitCode
 from conquer.numbers import parse_count
-from tests.conftest import CONQUER, conquer, ctrl_c, fresh_python, one_line, wait_until
+from tests.conftest import CONQUER, Stack, conquer, ctrl_c, fresh_python, one_line, wait_until
+from tests.conquer.rows import check_runs, disturbed_flags, expected_disturbed
 
 
 def test_run_prints_the_answer_and_its_verification() -> None:
@@ -143,6 +147,85 @@ def test_compare_runs_every_in_host_executor_and_reports_speedups_as_json() -> N
     }
     assert all(row["verified"] and row["error"] is None for row in rows)
     assert summary["machine"]["cores"] >= 1
+
+
+def proc_stat() -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds of the machine so far, read here independently of conquer."""
+    clock = machine.cpu_clock()
+    return (clock.busy_s, clock.steal_s) if clock else None
+
+
+def check_row_facts(summary: dict[str, Any]) -> None:
+    """Every figure a row carries is there and agrees with the others and with the thresholds."""
+    limits, cores = summary["thresholds"], summary["machine"]["cores"]
+    serial = summary["results"][0]
+    for row in summary["results"]:
+        runs = row["runs"]
+        assert len(runs) == summary["repeats"]
+        assert row["wall_s"] == [run["wall_s"] for run in runs]
+        assert (
+            row["wall_s_min"]
+            == min(row["wall_s"])
+            <= row["wall_s_median"]
+            <= max(row["wall_s"])
+            == row["wall_s_max"]
+        )
+        check_runs(runs)
+        if row["cpu_s_note"] is None:
+            assert row["cpu_s_median"] == pytest.approx(statistics.median(run["cpu_s"] for run in runs))
+        found = {(flag["flag"], flag["cause"]) for flag in row["flags"]}
+        assert disturbed_flags(row["flags"]) == expected_disturbed(row["disturbance"], limits)
+        assert row["speedup"] == pytest.approx(serial["wall_s_median"] / row["wall_s_median"])
+        assert row["efficiency"] == pytest.approx(row["speedup"] / cores)
+        assert (("impossible", "speedup") in found) == (
+            row is not serial and row["speedup"] > row["speedup_limit"]
+        )
+        serial_disturbed = any(flag["flag"] == "disturbed" for flag in serial["flags"])
+        assert (("baseline", "baseline") in found) == (row is not serial and serial_disturbed)
+
+
+def test_compare_json_carries_what_each_run_used_and_what_disturbed_it() -> None:
+    before = proc_stat()
+    result = conquer("compare", "sum", "2e6", "--executors", "processes", "--repeats", "3", "--json")
+    after = proc_stat()
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    check_row_facts(summary)
+    runs = [run for row in summary["results"] for run in row["runs"]]
+    if before is not None and after is not None:
+        # The runs' counters are differences of /proc/stat within the command's own: never more.
+        rounding = sum(run["resolution_s"] for run in runs)
+        assert sum(run["steal_s"] for run in runs) <= after[1] - before[1] + rounding
+        assert sum(run["cpu_s"] + run["other_cpu_s"] for run in runs) <= after[0] - before[0] + rounding
+    serial, *processes = summary["results"]
+    # The workers' CPU is the run's: sum 2·10^6 took 0.055 s of CPU on serial here and 0.073–0.099 s
+    # on each IPC's tree (load 4–5 on 2 cores); the parent alone spends under 0.02 s.
+    assert all(row["cpu_s_median"] >= serial["cpu_s_median"] / 2 for row in processes)
+
+
+def test_compare_counts_the_embedded_celery_stacks_cpu() -> None:
+    result = conquer(
+        "compare", "sum", "1e7", "--executors", "celery", "--repeats", "1", "--json", timeout=120
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    summary = json.loads(result.stdout)
+    check_row_facts(summary)
+    serial, celery = summary["results"]
+    # The chunks run in the stack's pool processes: without them the client's share of sum 10^7 (a
+    # chord of 16 tasks) is a few tens of ms against serial's ~0.3 s.
+    assert celery["cpu_s_note"] is None
+    assert celery["cpu_s_median"] >= serial["cpu_s_median"] / 2
+
+
+def test_compare_says_cpu_is_not_measured_through_an_external_broker(celery_stack: Stack) -> None:
+    result = conquer(
+        "compare", "sum", "1e5", "--executors", "celery", "--repeats", "1", "--json", env=celery_stack.env
+    )
+    assert result.returncode == ExitCode.OK, result.stderr
+    celery = json.loads(result.stdout)["results"][1]
+    assert "external broker" in celery["cpu_s_note"]
+    assert celery["cpu_s_median"] is None
+    assert all(run["cpu_s"] is None and run["other_cpu_s"] is None for run in celery["runs"])
 
 
 def test_compare_prints_one_table() -> None:
