@@ -46,7 +46,7 @@ def derived(series: dict[str, Any] | None, figure: str) -> float | None:
 
 
 def largest_run_megabytes(series: dict[str, Any] | None) -> float | None:
-    """Median peak tree RSS, in MB, of the memory point with the largest n."""
+    """Median bound on the tree's peak, in MB, of the memory point with the largest n."""
     points = [point for point in (series or {}).get("points", []) if point["median"] is not None]
     if not points:
         return None
@@ -133,15 +133,16 @@ TARGETS = (
     Target(
         "processes-peak-memory",
         2,
-        "peak RSS of `conquer run sum 10^9 --on processes` (command + workers) <= 100 MB",
+        "peak memory of `conquer run sum 10^9 --on processes` (command + workers, at most) <= 100 MB",
         "<=",
         100,
         "MB",
         "memory",
         lambda series: largest_run_megabytes(series.get("memory")),
         lambda parameters: profiles.TARGET_MEMORY_N in parameters.get("n", []),
-        "RSS summed over the process tree counts pages shared after fork once per process; the PSS "
-        "column of the memory table is the tree's real footprint.",
+        "The memory figure is an upper bound from the kernel's per-process peaks (ru_maxrss): the "
+        "command's peak + forked workers × the largest worker's peak. It counts pages shared after fork "
+        "once per process, and peaks that need not coincide.",
     ),
     Target(
         "processes-memory-flat",
