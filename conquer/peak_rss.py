@@ -45,6 +45,11 @@ class _ForkCounter:
     start method forks this way; subprocess, spawn and forkserver children are not counted."""
 
     def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Also run in every forked child: its forks are its own, and the lock it inherited may have
+        been held by another thread of the parent at the moment of the fork."""
         self._lock = threading.Lock()  # guards `count`: threads may fork at the same time
         self.count = 0
 
@@ -58,7 +63,7 @@ class _ForkCounter:
 
 
 _forks = _ForkCounter()
-os.register_at_fork(after_in_parent=_forks.add)
+os.register_at_fork(after_in_parent=_forks.add, after_in_child=_forks.restart)
 
 
 @dataclass(frozen=True, slots=True)
