@@ -34,8 +34,8 @@ from conquer.bench.points import Point, Series, timed
 
 #: sum 10^9 on 2 cores takes about a minute; a run still going after this is stuck.
 RUN_DEADLINE_S = 1800.0
-#: Within this factor the two sizes count as "flat". Measured: the bound's median moved by under 1%
-#: between 10^7 and 10^9 (5 runs each, every run within 0.5 MB of the median).
+#: Within this factor the two sizes count as "flat". Measured on 2 cores at load average 10-15: the
+#: bound's median moved by 0.2% between 10^7 and 10^9 (5 runs each, all within 51.9-53.0 MB).
 FLAT_WITHIN = 1.10
 
 
@@ -77,9 +77,9 @@ def measure(context: Context) -> Series:
         "Peak memory",
         f"Peak memory of `conquer run sum N --on processes --start-method fork --workers {cores}` (the "
         f"command and all its workers) at N = {sizes[0]:_} and {sizes[1]:_}, from the kernel's "
-        "high-water marks (ru_maxrss), never sampled: the command's own peak RSS, the largest of its "
-        "workers' and the processes it forked. The tree's peak is at most command + forked × largest "
-        "worker (pages shared after fork count once per process).",
+        "high-water marks of RSS (VmHWM, ru_maxrss), never sampled: the command's own peak, the "
+        "largest of its workers' and the processes it forked. The tree's peak is at most command + "
+        "forked × largest worker (pages shared after fork count once per process).",
         parameters={"kind": "sum", "n": list(sizes), "executor": "processes", "workers": cores},
     )
     reporter.begin(series, len(sizes) * profile.repeats)

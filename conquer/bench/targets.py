@@ -140,7 +140,7 @@ TARGETS = (
         "memory",
         lambda series: largest_run_megabytes(series.get("memory")),
         lambda parameters: profiles.TARGET_MEMORY_N in parameters.get("n", []),
-        "The memory figure is an upper bound from the kernel's per-process peaks (ru_maxrss): the "
+        "The memory figure is an upper bound from the kernel's per-process peaks of RSS: the "
         "command's peak + forked workers × the largest worker's peak. It counts pages shared after fork "
         "once per process, and peaks that need not coincide.",
     ),
