@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 # `make run`: the main job, every way, side by side. N is chosen to take about a minute on 2 cores.
 RUN_N ?= 100_000_000
 
-.PHONY: all install run test lint typecheck unit audit bench compose-test clean
+.PHONY: all install run test lint typecheck unit soak audit bench compose-test clean
 
 all: test
 
@@ -44,6 +44,27 @@ unit: $(STAMP)
 	$(BIN)/pytest
 
 test: lint typecheck unit
+
+# `make soak`: the test suite K times in a row (K=5 unless given), to find the tests that fail by chance.
+# Every run goes to its end and the next one starts whatever failed; then one line per run and the
+# names of the tests that failed (with how many runs each failed in), and a non-zero exit if any run
+# failed. Lint and mypy are left out: they cannot flake. SOAK_ARGS narrows it, as pytest arguments:
+#   make soak K=1 SOAK_ARGS='tests/tasks -k settings'
+K ?= 5
+SOAK_ARGS ?=
+SOAK_LOGS ?= $(VENV)/soak
+soak: $(STAMP)
+	@rm -rf $(SOAK_LOGS) && mkdir -p $(SOAK_LOGS); failed=0; \
+	for run in $$(seq 1 $(K)); do \
+		log=$(SOAK_LOGS)/run-$$run.log; \
+		$(BIN)/pytest $(SOAK_ARGS) >$$log 2>&1; status=$$?; \
+		if [ $$status -eq 0 ]; then verdict=passed; else verdict="FAILED (exit $$status)"; failed=$$((failed + 1)); fi; \
+		echo "soak run $$run/$(K): $$verdict — $$(tail -n 1 $$log | sed 's/=//g; s/^ *//; s/ *$$//') — $$log"; \
+	done; \
+	if [ $$failed -eq 0 ]; then echo "soak: all $(K) run(s) passed"; exit 0; fi; \
+	echo "soak: $$failed of $(K) run(s) failed; runs each test failed in:"; \
+	cat $(SOAK_LOGS)/run-*.log | grep -E '^(FAILED|ERROR) ' | sed 's/ - .*//' | sort | uniq -c | sort -rn; \
+	exit 1
 
 # `make audit`: every distribution installed in the virtualenv (the project itself aside: it is
 # installed editable and is not on PyPI) checked against PyPI's advisory data; needs the network. Fails

@@ -5,16 +5,18 @@ time and peak memory of both.
 The note's version builds ``list(range(1, N + 1))`` first. At its N = 10^8 that list is about 4 GB
 (10^8 int objects in 32-byte blocks, plus 8-byte pointers), the 8 slices add 0.8 GB of pointers, and
 each forked worker that walks its slice changes every int's reference count, so the kernel copies those
-pages for it: measured on the README's machine, 4.6 GB in the parent and over 5 GB for the whole run.
+pages for it: measured on the README's machine, a peak of 4.8 GB in the parent alone.
 So the note's version runs at ``--faithful-n`` = 10^7 by default (pass 1e8 where the memory is to
 spare); the ranges version runs at both sizes, since each of its messages is four numbers and its memory
 does not grow with N. Kept from the note: 8 processes, one slice each, a Queue, and its timer,
 which starts once the processes are running — so it counts neither building the list nor starting
 the processes; the wall time here counts both. Changed:
 the results are read with a deadline, exactly 8 of them (the note's ``while not queue.empty()`` can
-stop early, since a result may still be on its way). Each run is a fresh interpreter, measured from
-outside: time, the peak PSS of its whole process tree (sampled), and the exact ``ru_maxrss`` peaks of
-the parent and of its largest worker.
+stop early, since a result may still be on its way). Each run is a fresh interpreter; its memory is
+what the kernel recorded, never sampled (`conquer.peak_rss`): the parent's peak RSS and the largest
+peak of its 8 workers, read by the parent once it has waited for all of them. A forked worker's RSS
+counts the pages it still shares with the parent, so the two figures overlap and are not added up; the
+list shows in the parent's.
 
 Usage::
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,13 +37,13 @@ from multiprocessing.queues import Queue
 from typing import Any
 
 import workers
+from conquer import peak_rss
 from conquer.numbers import parse_count
 from demos.common import JOIN_TIMEOUT_S, argument_parser, heading, run, running, say
-from demos.tree_memory import sampling
 from tasks import Job, check
 
 PROCESSES = 8
-MB = 1024 * 1024
+MB = 1_000_000
 
 
 def add_slice(numbers: list[int], results: Queue[int]) -> None:
@@ -91,31 +92,28 @@ VERSIONS = {"faithful": faithful, "ranges": with_ranges}
 
 
 def run_one(version: str, n: int) -> dict[str, Any]:
-    """Run one version here and add this process's exact peak memory and its largest child's."""
+    """Run one version here, then add the kernel's peaks: this process's and its largest worker's."""
     outcome = VERSIONS[version](n)
+    peaks = peak_rss.read()
+    if peaks.unreaped:  # a worker not waited for has a peak in no figure
+        raise SystemExit(f"{version}: {peaks.unreaped} worker(s) still unreaped; their peaks are unknown")
     outcome.update(
         version=version,
         n=n,
         expected=check(Job("sum", n, 1)),
-        # ru_maxrss is in KiB on Linux. RUSAGE_CHILDREN: the largest peak of any waited-for child.
-        parent_maxrss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        worker_maxrss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+        parent_peak_bytes=peaks.own_bytes,
+        worker_peak_bytes=peaks.largest_child_bytes,
     )
     return outcome
 
 
 def measure(version: str, n: int) -> dict[str, Any]:
-    """Run a version in a fresh interpreter, sampling its process tree's memory from outside."""
+    """Run a version in a fresh interpreter, so that each run's peaks are its own."""
     command = [sys.executable, "-m", __spec__.name, "--only", version, "--n", str(n), "--json"]
-    with (
-        subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child,
-        sampling(child.pid) as sampler,
-    ):
-        output, _ = child.communicate(timeout=600)
+    child = subprocess.run(command, stdout=subprocess.PIPE, text=True, timeout=600, check=False)
     if child.returncode != 0:
         raise SystemExit(f"{version} at n={n:_} failed with status {child.returncode}")
-    outcome: dict[str, Any] = json.loads(output.splitlines()[-1])
-    outcome["tree_pss_mb"] = sampler.peak / MB
+    outcome: dict[str, Any] = json.loads(child.stdout.splitlines()[-1])
     return outcome
 
 
@@ -128,7 +126,7 @@ def compare(faithful_n: int, n: int, repeats: int) -> list[dict[str, Any]]:
             runs[(version, size)].append(measure(version, size))
     rows = []
     header = f"    {'version':<10}{'N':>14}{'wall s':>9}{'note s':>9}{'list s':>9}"
-    print(header + f"{'tree PSS':>12}{'parent RSS':>12}{'worker RSS':>12}  answer")
+    print(header + f"{'parent peak':>13}{'worker peak':>13}  answer")
     for (version, size), outcomes in runs.items():
         row = {
             key: statistics.median(o[key] for o in outcomes) for key in outcomes[0] if _numeric(outcomes, key)
@@ -136,7 +134,10 @@ def compare(faithful_n: int, n: int, repeats: int) -> list[dict[str, Any]]:
         row.update(version=version, n=size, verified=all(o["answer"] == o["expected"] for o in outcomes))
         rows.append(row)
         print(format_row(row))
-    say("tree PSS: the whole run's peak memory; RSS: each process's own peak, shared pages included")
+    say(
+        "peak: the largest RSS the kernel recorded for the parent, and for its largest worker; a forked "
+        "worker's counts the pages it shares with the parent, so the two do not add up"
+    )
     return rows
 
 
@@ -144,9 +145,7 @@ def format_row(row: dict[str, Any]) -> str:
     def seconds(key: str) -> str:
         return f"{row[key]:>9.2f}" if row.get(key) else f"{'—':>9}"
 
-    memory = "".join(
-        f"{row[key]:>9.0f} MB" for key in ("tree_pss_mb", "parent_maxrss_mb", "worker_maxrss_mb")
-    )
+    memory = "".join(f"{row[key] / MB:>10,.0f} MB" for key in ("parent_peak_bytes", "worker_peak_bytes"))
     verdict = "✓ verified" if row["verified"] else "✗ MISMATCH"
     times = "".join(seconds(key) for key in ("wall_s", "note_timer_s", "build_s"))
     return f"    {row['version']:<10}{row['n']:>14_}{times}{memory}  {verdict}"

@@ -63,7 +63,7 @@ HEADINGS = {
     "wall_s": "wall time",
     "round_trip_s": "round trip",
     "start_s": "time to start all",
-    "peak_rss_bytes": "peak RSS, tree",
+    "peak_rss_bytes": "tree's peak, at most",
     "ideal_speedup": "ideal",
     "efficiency": "efficiency (speedup/cores)",
     "of_limit": "share of the latency limit",
@@ -71,8 +71,8 @@ HEADINGS = {
     "per_second": "per second",
     "p50_s": "p50 (redis-benchmark)",
     "per_process_s": "per process",
-    "peak_pss_bytes": "peak PSS, tree",
-    "peak_largest_process_rss_bytes": "peak RSS, largest process",
+    "command_peak_rss_bytes": "command's peak RSS",
+    "largest_worker_peak_rss_bytes": "largest worker's peak RSS",
 }
 
 

@@ -66,7 +66,7 @@ def derived(series: dict[str, Any] | None, figure: str) -> float | None:
 
 
 def largest_run_megabytes(series: dict[str, Any] | None) -> float | None:
-    """Median peak tree RSS, in MB, of the memory point with the largest n."""
+    """Median bound on the tree's peak, in MB, of the memory point with the largest n."""
     found = largest_run(series)
     return float(found[0]["median"]) / MB if found else None
 
@@ -160,7 +160,7 @@ TARGETS = (
     Target(
         "processes-peak-memory",
         2,
-        "peak RSS of `conquer run sum 10^9 --on processes` (command + workers) <= 100 MB",
+        "peak memory of `conquer run sum 10^9 --on processes` (command + workers, at most) <= 100 MB",
         "<=",
         100,
         "MB",
@@ -168,8 +168,9 @@ TARGETS = (
         lambda series: largest_run_megabytes(series.get("memory")),
         lambda parameters: profiles.TARGET_MEMORY_N in parameters.get("n", []),
         lambda series: largest_run(series.get("memory")),
-        "RSS summed over the process tree counts pages shared after fork once per process; the PSS "
-        "column of the memory table is the tree's real footprint.",
+        "The memory figure is an upper bound from the kernel's per-process peaks of RSS: the "
+        "command's peak + forked workers × the largest worker's peak. It counts pages shared after fork "
+        "once per process, and peaks that need not coincide.",
     ),
     Target(
         "processes-memory-flat",

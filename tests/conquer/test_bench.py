@@ -172,6 +172,17 @@ def test_the_io_series_states_its_latency_limit(document: dict[str, Any]) -> Non
     assert f"{io['derived']['latency_limit_speedup']:g}× serial" in io["what"]
 
 
+def test_the_memory_bound_counts_the_command_and_every_worker(document: dict[str, Any]) -> None:
+    series = next(series for series in document["series"] if series["name"] == "memory")
+    for point in series["points"]:
+        figures = point["derived"]
+        assert figures["processes_forked"] == point["params"]["workers"]
+        assert figures["largest_worker_peak_rss_bytes"] > 0
+        assert 0 < figures["command_peak_rss_bytes"] < point["median"]
+    small, large = (point["median"] for point in series["points"])
+    assert series["derived"]["growth"] == pytest.approx(large / small)
+
+
 def test_every_chart_is_written_and_referenced_by_the_markdown(
     tiny_run: tuple[subprocess.CompletedProcess[str], Path], document: dict[str, Any]
 ) -> None:

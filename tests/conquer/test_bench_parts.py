@@ -3,18 +3,22 @@ the probes' answer checks, and the private Redis that the floor measures coming 
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conquer import figures
-from conquer.bench import granularity, ipc_probe, redis_floor, startup, targets
+from conquer import figures, peak_rss
+from conquer.bench import granularity, ipc_probe, memory, redis_floor, startup, targets
 from conquer.bench.points import Point
 from tasks import Chunk, Job
+from tests.conftest import fresh_python
 from workers.base import ChunkResult
 
 
@@ -129,3 +133,82 @@ def test_the_private_redis_answers_then_leaves_nothing_behind() -> None:
             assert redis_floor.command(endpoint, "PING") == b"+PONG"
             assert redis_floor.integer(endpoint, "EXISTS", key) == 0
     assert not Path(socket_path).parent.exists()
+
+
+#: A forked child that holds `size` bytes for the moment it takes to write them, then exits: far
+#: shorter than any sampling period (the old sampler looked every 10-20 ms).
+BRIEF_PEAK = """
+import json, os
+from dataclasses import asdict
+from conquer import figures, peak_rss
+pid = os.fork()
+if pid == 0:
+    block = bytearray(b"x") * {size}  # written, so every page of it is resident
+    os._exit(0)
+os.waitpid(pid, 0)
+print(json.dumps(asdict(peak_rss.read())))
+"""
+
+
+def test_a_child_peak_too_brief_to_sample_is_in_the_kernel_figures() -> None:
+    size = 64 * 1024 * 1024
+    peaks = peak_rss.Peaks(**json.loads(fresh_python(BRIEF_PEAK.format(size=size))))
+    assert peaks.largest_child_bytes >= size
+    assert peaks.own_bytes < size  # the parent never held the block: the two figures are separate
+    assert (peaks.forks, peaks.unreaped) == (1, 0)
+    assert peaks.tree_bound_bytes == peaks.own_bytes + peaks.largest_child_bytes
+
+
+#: A launcher that holds `size` bytes while it starts a program that reads its own mark.
+BIG_LAUNCHER = """
+import subprocess, sys
+block = bytearray(b"x") * {size}
+program = "from conquer import peak_rss; print(peak_rss.read().own_bytes)"
+print(subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True).stdout)
+"""
+
+
+def test_a_programs_own_peak_is_not_its_launchers() -> None:
+    """ru_maxrss would say 200 MB here: at exec the kernel folds the launcher's mark into it."""
+    size = 200 * 1024 * 1024
+    assert int(fresh_python(BIG_LAUNCHER.format(size=size))) < size / 4
+
+
+def test_the_probe_is_the_command_and_counts_every_worker_it_forks(tmp_path: Path) -> None:
+    report = tmp_path / "peaks.json"
+    argv = ["conquer", "run", "sum", "100_000", "--on", "processes", "--start-method", "fork"]
+    result = subprocess.run(
+        [sys.executable, "-m", "conquer.peak_rss", str(report), *argv, "--workers", "3", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["verified"] is True  # the command's own output, untouched
+    peaks = peak_rss.load(report)
+    assert (peaks.forks, peaks.unreaped) == (3, 0)
+    assert peaks.own_bytes > 0
+    assert peaks.largest_child_bytes > 0
+
+
+def test_the_probe_passes_the_commands_failure_on_and_still_reports(tmp_path: Path) -> None:
+    report = tmp_path / "peaks.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "conquer.peak_rss", str(report), "conquer", "run", "sum", "many"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "'many' is not an integer" in result.stderr
+    assert peak_rss.load(report).forks == 0
+
+
+def test_a_run_that_leaves_a_child_unreaped_is_refused_not_measured() -> None:
+    """Under spawn the resource tracker is a child the command never waits for: its peak, and any
+    worker's it might stand for, would be in no figure."""
+    argv = ["conquer", "run", "sum", "1000", "--on", "processes", "--start-method", "spawn", "--workers", "1"]
+    with pytest.raises(memory.MemoryProbeError, match="never waited for"):
+        memory.peak_of_run([*argv, "--json"])

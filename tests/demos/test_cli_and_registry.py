@@ -16,7 +16,7 @@ from demos import DEMOS
 from tests.conftest import CONQUER, conquer
 from tests.demos.terminal import Terminal
 
-HELPERS = {"__init__", "common", "tree_memory"}
+HELPERS = {"__init__", "common"}
 
 
 def test_every_demo_module_is_registered() -> None:
