@@ -19,6 +19,8 @@ from workers.base import (
     BrokerUnreachable,
     ChunkError,
     ChunkResult,
+    DeployingExecutor,
+    Executor,
     ExecutorError,
     Progress,
     Report,
@@ -33,6 +35,8 @@ __all__ = [
     "ChunkError",
     "ChunkResult",
     "Deployed",
+    "DeployingExecutor",
+    "Executor",
     "ExecutorError",
     "Plan",
     "PlanError",
@@ -41,6 +45,7 @@ __all__ = [
     "WorkerLost",
     "default_start_method",
     "deployment",
+    "load",
     "plan",
     "run",
     "variants",
@@ -192,24 +197,28 @@ class Deployed:
 @contextmanager
 def deployment(plan_: Plan) -> Iterator[Deployed]:
     """Set up what `plan_`'s executor needs once for many runs (the Celery stack), and tear it down
-    afterwards. An executor module opts in with a `deploy(workers=...)` context manager whose value
-    has `facts()` and is passed to its `run` as `deployment=`."""
-    module = importlib.import_module(EXECUTORS[plan_.executor].module)
-    deploy = getattr(module, "deploy", None)
-    if deploy is None:
+    afterwards: what a `DeployingExecutor`'s `deploy` yields is passed to each `run` as `deployment=`."""
+    executor = load(plan_.executor)
+    if not isinstance(executor, DeployingExecutor):
         yield Deployed({})
         return
-    with deploy(workers=plan_.workers) as deployed:
+    with executor.deploy(workers=plan_.workers) as deployed:
         yield Deployed({"deployment": deployed}, deployed.facts())
+
+
+def load(name: str) -> Executor:
+    """The module of executor `name`, imported now (so the CLI loads only the one it runs)."""
+    module = importlib.import_module(EXECUTORS[name].module)
+    if not isinstance(module, Executor):  # mypy checks each module; this catches a wrong registry line
+        raise TypeError(f"{module.__name__} is registered as an executor but has no run()")
+    return module
 
 
 def run(job: Job, plan_: Plan, *, progress: Progress | None = None, **options: Any) -> Report:
     """Run `job` as `plan_` says and return its report (raises ExecutorError if the run fails)."""
-    module = importlib.import_module(EXECUTORS[plan_.executor].module)
     extra: dict[str, Any] = dict(options)
     if plan_.ipc is not None:
         extra["ipc"] = plan_.ipc
     if plan_.start_method is not None:
         extra["start_method"] = plan_.start_method
-    report: Report = module.run(job, workers=plan_.workers, progress=progress, **extra)
-    return report
+    return load(plan_.executor).run(job, workers=plan_.workers, progress=progress, **extra)

@@ -40,10 +40,10 @@ from contextlib import contextmanager
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from multiprocessing.managers import BaseManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkResult, Progress, Report, WorkerLost, attempt, make_report
+from workers.base import ChunkResult, Executor, Progress, Report, WorkerLost, attempt, make_report
 from workers.processes.supervise import (
     POLL_S,
     accept,
@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import managers as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this
 
 
 if __name__ == "__main__":

@@ -4,15 +4,18 @@ dies instead of hanging."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import signal
 import threading
+from pathlib import Path
 
 import pytest
 
 import workers
 from tasks import Job, check
-from workers import ChunkError, ChunkResult, WorkerLost
+from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, WorkerLost
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
 JOBS = {
@@ -94,3 +97,35 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(executor: str,
 
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL|closed its pipe|pool worker died"):
         workers.run(job, workers.plan("download", executor, 1, ipc), progress=kill_first_worker)
+
+
+def test_every_registered_executor_is_an_executor_and_only_celery_deploys() -> None:
+    """The runtime half of the interface; mypy checks each module's signatures (see the next test)."""
+    deploying = {name for name in workers.EXECUTORS if isinstance(workers.load(name), DeployingExecutor)}
+    assert all(isinstance(workers.load(name), Executor) for name in workers.EXECUTORS)
+    assert deploying == {"celery"}
+
+
+def test_a_registered_module_without_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(workers.EXECUTORS, "nothing", ExecutorSpec("nothing", "tasks.faults", "no run()"))
+    with pytest.raises(TypeError, match=r"tasks\.faults is registered as an executor but has no run\(\)"):
+        workers.load("nothing")
+
+
+def checked_against(module: str) -> set[str]:
+    """The protocols `module` binds itself to under TYPE_CHECKING (`_: Executor = this`): where mypy
+    checks it against the interface."""
+    tree = ast.parse(Path(importlib.import_module(module).__file__ or "").read_text())
+    return {
+        ast.unparse(statement.annotation)
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for statement in block.body
+        if isinstance(statement, ast.AnnAssign) and ast.unparse(statement.value or block.test) == "this"
+    }
+
+
+@pytest.mark.parametrize("name", workers.EXECUTORS)
+def test_every_executor_module_is_bound_to_its_protocol_for_mypy(name: str) -> None:
+    expected = "DeployingExecutor[Deployment]" if name == "celery" else "Executor"
+    assert checked_against(workers.EXECUTORS[name].module) == {expected}

@@ -25,9 +25,10 @@ Usage::
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
 from tasks import Job
-from workers.base import Progress, Report
+from workers.base import Executor, Progress, Report
 
 MODULES = {
     "queue": "workers.processes.mp_queue",
@@ -49,3 +50,9 @@ def run(
     module = importlib.import_module(MODULES[ipc])
     report: Report = module.run(job, workers=workers, start_method=start_method, progress=progress)
     return report
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import processes as this
+
+    _: Executor = this
