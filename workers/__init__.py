@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +26,7 @@ from workers.base import (
     Report,
     WorkerLost,
 )
+from workers.processes import IPC_MODULES
 
 __all__ = [
     "EXECUTORS",
@@ -51,8 +52,8 @@ __all__ = [
     "variants",
 ]
 
-#: The in-host IPC mechanisms of the `processes` executor, each one module in `workers.processes`.
-IPCS = ("queue", "pipe", "pool", "shared", "manager")
+#: The names of the in-host IPC mechanisms of the `processes` executor (its registry: IPC_MODULES).
+IPCS = tuple(IPC_MODULES)
 START_METHODS = ("fork", "spawn", "forkserver")
 
 #: Upper bound on --workers: past a few hundred, threads or processes only measure the OS's scheduler.
@@ -68,7 +69,9 @@ class ExecutorSpec:
     name: str
     module: str
     summary: str
-    ipcs: tuple[str, ...] = ()
+    #: The names of its IPCs (the processes executor's are a live view of its registry); the first is
+    #: the default.
+    ipcs: Collection[str] = ()
     uses_start_method: bool = False
     #: The job kinds this executor can run; None means all of them.
     kinds: tuple[str, ...] | None = None
@@ -84,7 +87,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             "processes",
             "workers.processes",
             "worker processes talking through one IPC mechanism",
-            ipcs=IPCS,
+            ipcs=IPC_MODULES.keys(),
             uses_start_method=True,
         ),
         ExecutorSpec(
@@ -152,7 +155,7 @@ def plan(
     if start_method is not None and start_method not in START_METHODS:
         raise PlanError(f"unknown start method {start_method!r} (choose from {', '.join(START_METHODS)})")
     if spec.ipcs:
-        ipc = ipc or spec.ipcs[0]
+        ipc = ipc or next(iter(spec.ipcs))
     if spec.uses_start_method:
         start_method = start_method or default_start_method()
     return Plan(executor, workers, ipc, start_method)

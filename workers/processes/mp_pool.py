@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from tasks import Job, split
 from workers.base import (
@@ -62,3 +63,10 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     processes = list((pool._processes or {}).values())  # no public way to reach them before 3.14
     pool.shutdown(wait=False, cancel_futures=True)
     stop(processes)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_pool as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this
