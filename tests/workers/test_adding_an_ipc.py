@@ -9,7 +9,6 @@ takes chunks i, i+W, ...), and all of them send their outcomes back on one share
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -94,14 +93,7 @@ def test_a_new_ipc_names_the_raising_chunk() -> None:
         workers.run(job, workers.plan("download", "processes", 2, "dealt"))
 
 
-def test_a_new_ipc_notices_a_killed_worker() -> None:
+def test_a_new_ipc_notices_a_killed_worker(kill_first_worker: Progress) -> None:
     job = Job("download", 64, 16, latency=0.01)
-    killed: list[int] = []
-
-    def kill_first_worker(result: ChunkResult) -> None:
-        if not killed:
-            killed.append(result.pid)
-            os.kill(result.pid, signal.SIGKILL)
-
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL with \d+ chunk\(s\) unfinished"):
         workers.run(job, workers.plan("download", "processes", 1, "dealt"), progress=kill_first_worker)

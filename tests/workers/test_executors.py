@@ -7,7 +7,6 @@ from __future__ import annotations
 import ast
 import importlib
 import os
-import signal
 import threading
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import pytest
 
 import workers
 from tasks import Job, check
-from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, WorkerLost
+from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
 JOBS = {
@@ -83,18 +82,13 @@ def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers
 @pytest.mark.parametrize(
     ("executor", "ipc"), [("processes", ipc) for ipc in workers.IPCS] + [("managers", None)]
 )
-def test_a_killed_worker_process_fails_the_run_instead_of_hanging(executor: str, ipc: str | None) -> None:
+def test_a_killed_worker_process_fails_the_run_instead_of_hanging(
+    executor: str, ipc: str | None, kill_first_worker: Progress
+) -> None:
     """One worker, SIGKILLed after its first chunk: 15 chunks remain that nobody else can compute, so
     the run must end in WorkerLost — never hang, never report success. (With two workers the survivor
     could finish everything if the killed one held no chunk at that moment, and nothing is lost.)"""
     job = Job("download", 64, 16, latency=0.01)
-    killed: list[int] = []
-
-    def kill_first_worker(result: ChunkResult) -> None:
-        if not killed:
-            killed.append(result.pid)
-            os.kill(result.pid, signal.SIGKILL)
-
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL|closed its pipe|pool worker died"):
         workers.run(job, workers.plan("download", executor, 1, ipc), progress=kill_first_worker)
 
