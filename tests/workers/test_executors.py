@@ -5,15 +5,21 @@ dies instead of hanging."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import os
+import signal
+import subprocess
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 import workers
+from conquer.exitcodes import ExitCode
 from tasks import Job, check
+from tests.conftest import CONQUER, wait_until
 from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
@@ -91,6 +97,40 @@ def test_a_killed_worker_process_fails_the_run_instead_of_hanging(
     job = Job("download", 64, 16, latency=0.01)
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL|closed its pipe|pool worker died"):
         workers.run(job, workers.plan("download", executor, 1, ipc), progress=kill_first_worker)
+
+
+@pytest.mark.parametrize(
+    ("executor", "children"),
+    [(["processes", "--ipc", ipc], 3 if ipc == "manager" else 2) for ipc in workers.IPCS]
+    + [(["managers"], 3)]
+    # Spawned workers take ~0.1 s to boot: SIGTERM lands while they do (or while the parent starts
+    # them, with signals held), and must still stop them all.
+    + [(["processes", "--ipc", "pipe", "--start-method", "spawn"], 2)],
+    ids=[*workers.IPCS, "managers", "pipe-spawn-booting"],
+)
+def test_sigterm_stops_every_worker(executor: list[str], children: int) -> None:
+    """SIGTERM to `conquer` alone (as `kill` or a service manager sends it) unwinds the run like Ctrl-C:
+    by default it would end the parent on the spot, leaving workers that wait for a next chunk — or a
+    manager server — forever. `children`: the two workers, and the server where there is one."""
+    command = ["run", "download", "400", "--chunks", "40", "--latency", "0.05", "--workers", "2"]
+    process = subprocess.Popen(
+        [CONQUER, *command, "--on", *executor], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    parent = psutil.Process(process.pid)
+    started: list[psutil.Process] = []
+    try:
+        wait_until(lambda: len(parent.children()) >= children, 20, "the workers never started")
+        started = parent.children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        _, alive = psutil.wait_procs(started, timeout=5)
+    finally:
+        for leftover in [process, *started]:  # a failing test leaves nothing running
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
+    assert not alive, f"left behind: {alive}"
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert stderr.strip() == "conquer: interrupted"
 
 
 def test_every_registered_executor_is_an_executor_and_only_celery_deploys() -> None:

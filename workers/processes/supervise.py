@@ -7,7 +7,8 @@ The guarantees, whatever the IPC and start method:
   (`ignore_sigint`), so one Ctrl-C gives one line, not a traceback per child.
 - A worker that dies (killed, crashed) ends the run with `WorkerLost` within about `POLL_S`.
 - A chunk that raises ends the run with `ChunkError` naming the chunk's range.
-- No worker outlives the run: they are stopped in a `finally`, after a success, a failure or Ctrl-C.
+- No worker outlives the run: they are stopped in a `finally`, after a success, a failure, Ctrl-C, or
+  SIGTERM (which unwinds a run like Ctrl-C: `sigterm_as_interrupt`).
 
 What an IPC adds is only its `Channel`: how chunks reach the workers and outcomes come back. Adding one
 is described in `workers.processes`.
@@ -16,8 +17,10 @@ is described in `workers.processes`.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -25,7 +28,7 @@ from contextlib import AbstractContextManager, contextmanager, suppress
 from multiprocessing import forkserver, resource_tracker
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
-from types import TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from tasks import Job
@@ -37,6 +40,9 @@ POLL_S = 0.2
 
 #: How long a worker gets to exit after SIGTERM before it is sent SIGKILL.
 GRACE_S = 2.0
+
+#: Blocked while workers start (`ctrl_c_held`), until each worker has set itself up (`ignore_sigint`).
+HELD_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 #: What comes back from a worker for one chunk: its result, or its failure as data.
 Outcome = ChunkResult | ChunkFailure
@@ -104,7 +110,7 @@ def supervise(
     count = min(workers, job.chunks)
     results: list[ChunkResult] = []
     began = time.perf_counter()  # before the channel and the processes: their start-up is part of it
-    with open_channel(context, job, count) as channel:
+    with sigterm_as_interrupt(), open_channel(context, job, count) as channel:
         targets = [channel.worker(number) for number in range(count)]
         processes = [
             context.Process(target=target, args=args, name=f"{ipc or executor}-worker-{number}", daemon=True)
@@ -147,9 +153,10 @@ def ignore_sigint() -> None:
     act on it — by stopping the workers — instead of every child printing its own traceback.
 
     The child was started with SIGINT blocked (`ctrl_c_held`), so a Ctrl-C that came while it booted
-    is still pending: ignoring before unblocking discards it."""
+    is still pending: ignoring before unblocking discards it. SIGTERM, held with it, is unblocked with
+    its meaning kept: it is how `stop` ends a worker."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)
 
 
 @contextmanager
@@ -157,12 +164,13 @@ def ctrl_c_held(start_method: str) -> Iterator[None]:
     """Start workers (and hand out work) inside this block: SIGINT is blocked in this thread
     meanwhile, and a child inherits the blocked mask through fork and exec, so it cannot be
     interrupted half-way through booting, before `ignore_sigint` runs. A Ctrl-C pressed meanwhile
-    reaches this process as soon as the block ends (and the caller's clean-up stops the workers)."""
+    reaches this process as soon as the block ends (and the caller's clean-up stops the workers).
+    SIGTERM, which a run takes as Ctrl-C (`sigterm_as_interrupt`), is held alike."""
     if start_method != "fork":
         # Starting the resource tracker (spawn and forkserver need it) *unblocks* SIGINT when done,
         # which would undo the block below for every worker started after it: start it first.
         resource_tracker.ensure_running()
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
     try:
         if start_method == "forkserver":
             # Workers are forked from the fork server and inherit its mask: start it blocked too.
@@ -170,6 +178,35 @@ def ctrl_c_held(start_method: str) -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Meanwhile, SIGTERM to this process unwinds like Ctrl-C (KeyboardInterrupt), so the `finally`
+    that stops the workers runs. By default SIGTERM ends the parent on the spot, and its workers —
+    waiting for a next chunk that never comes, or for a manager server nobody stops — live on.
+
+    Only the main thread can set a handler; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def interrupt(signum: int, _frame: FrameType | None) -> Any:
+        if os.getpid() != owner:
+            # A process forked meanwhile (a worker, or an in-host executor's worker while `compare`
+            # runs the Celery stack) inherited this handler: there, SIGTERM — how `stop` ends a
+            # worker — keeps its default meaning.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def describe_exit(exitcode: int) -> str:
