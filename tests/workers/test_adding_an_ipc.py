@@ -31,7 +31,7 @@ def work(chunks: list[Chunk], results: Connection, lock: Any) -> None:
     ignore_sigint()
     for chunk in chunks:
         outcome = attempt(chunk)
-        with lock:  # one writer at a time: two long messages written at once would interleave
+        with lock:
             results.send(outcome)
 
 
@@ -39,6 +39,8 @@ class Dealt(Channel):
     def __init__(self, context: Any, job: Job, workers: int) -> None:
         self.chunks, self.workers = split(job), workers
         self.reader, self.writer = context.Pipe(duplex=False)
+        # Guards the pipe's write end: one message at a time, as two long ones written at once by two
+        # workers would interleave.
         self.lock = context.Lock()
 
     def worker(self, number: int) -> WorkerTarget:

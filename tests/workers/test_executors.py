@@ -21,6 +21,7 @@ from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tests.conftest import CONQUER, wait_until
 from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
+from workers.processes import IPC_MODULES
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
 JOBS = {
@@ -58,7 +59,7 @@ def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
     kind, plan = case
     job = JOBS[kind]
     seen: list[ChunkResult] = []
-    lock = threading.Lock()
+    lock = threading.Lock()  # guards `seen`: progress may be called from any of the executor's threads
 
     def progress(result: ChunkResult) -> None:
         with lock:
@@ -142,8 +143,11 @@ def test_every_registered_executor_is_an_executor_and_only_celery_deploys() -> N
 
 def test_a_registered_module_without_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(workers.EXECUTORS, "nothing", ExecutorSpec("nothing", "tasks.faults", "no run()"))
+    monkeypatch.setitem(IPC_MODULES, "nothing", "tasks.faults")
     with pytest.raises(TypeError, match=r"tasks\.faults is registered as an executor but has no run\(\)"):
         workers.load("nothing")
+    with pytest.raises(TypeError, match=r"tasks\.faults is registered as an IPC but has no run\(\)"):
+        workers.run(Job("sum", 10, 2), workers.plan("sum", "processes", 1, "nothing"))
 
 
 def checked_against(module: str) -> set[str]:
@@ -159,7 +163,13 @@ def checked_against(module: str) -> set[str]:
     }
 
 
-@pytest.mark.parametrize("name", workers.EXECUTORS)
-def test_every_executor_module_is_bound_to_its_protocol_for_mypy(name: str) -> None:
-    expected = "DeployingExecutor[Deployment]" if name == "celery" else "Executor"
-    assert checked_against(workers.EXECUTORS[name].module) == {expected}
+@pytest.mark.parametrize(
+    ("module", "protocol"),
+    [
+        (spec.module, "DeployingExecutor[Deployment]" if spec.name == "celery" else "Executor")
+        for spec in workers.EXECUTORS.values()
+    ]
+    + [(module, "Ipc") for module in IPC_MODULES.values()],
+)
+def test_every_executor_and_ipc_module_is_bound_to_its_protocol_for_mypy(module: str, protocol: str) -> None:
+    assert checked_against(module) == {protocol}

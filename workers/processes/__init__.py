@@ -42,6 +42,10 @@ Adding an IPC is one module that is only its IPC, plus its line in `IPC_MODULES`
         return supervise(job, Example, workers=workers, start_method=start_method,
                          progress=progress, ipc="example")
 
+    if TYPE_CHECKING:                            # where mypy checks the module against `Ipc`
+        from workers.processes import mp_example as this
+        _: Ipc = this
+
     # here, in IPC_MODULES:
     "example": "workers.processes.mp_example",
 
