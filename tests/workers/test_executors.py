@@ -22,6 +22,7 @@ from tasks import Job, check
 from tests.conftest import CONQUER, wait_until
 from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
 from workers.processes import IPC_MODULES
+from workers.processes.supervise import ctrl_c_held, sigterm_as_interrupt
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
 JOBS = {
@@ -132,6 +133,22 @@ def test_sigterm_stops_every_worker(executor: list[str], children: int) -> None:
     assert not alive, f"left behind: {alive}"
     assert process.returncode == ExitCode.INTERRUPTED
     assert stderr.strip() == "conquer: interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_wait_for_the_workers_to_be_started(signum: signal.Signals) -> None:
+    """Inside `ctrl_c_held` (where workers start and get their chunks) neither signal interrupts: it
+    arrives, as KeyboardInterrupt, when the block ends."""
+    held_until: list[str] = []
+
+    def signal_inside_the_block() -> None:
+        with ctrl_c_held("fork"):
+            os.kill(os.getpid(), signum)
+            held_until.append("the end of the block")
+
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):  # not raised: the signal was lost
+        signal_inside_the_block()
+    assert held_until == ["the end of the block"]
 
 
 def test_every_registered_executor_is_an_executor_and_only_celery_deploys() -> None:
