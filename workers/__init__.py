@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -19,11 +19,14 @@ from workers.base import (
     BrokerUnreachable,
     ChunkError,
     ChunkResult,
+    DeployingExecutor,
+    Executor,
     ExecutorError,
     Progress,
     Report,
     WorkerLost,
 )
+from workers.processes import IPC_MODULES
 
 __all__ = [
     "EXECUTORS",
@@ -33,6 +36,8 @@ __all__ = [
     "ChunkError",
     "ChunkResult",
     "Deployed",
+    "DeployingExecutor",
+    "Executor",
     "ExecutorError",
     "Plan",
     "PlanError",
@@ -41,13 +46,14 @@ __all__ = [
     "WorkerLost",
     "default_start_method",
     "deployment",
+    "load",
     "plan",
     "run",
     "variants",
 ]
 
-#: The in-host IPC mechanisms of the `processes` executor, each one module in `workers.processes`.
-IPCS = ("queue", "pipe", "pool", "shared", "manager")
+#: The names of the in-host IPC mechanisms of the `processes` executor (its registry: IPC_MODULES).
+IPCS = tuple(IPC_MODULES)
 START_METHODS = ("fork", "spawn", "forkserver")
 
 #: Upper bound on --workers: past a few hundred, threads or processes only measure the OS's scheduler.
@@ -63,7 +69,9 @@ class ExecutorSpec:
     name: str
     module: str
     summary: str
-    ipcs: tuple[str, ...] = ()
+    #: The names of its IPCs (the processes executor's are a live view of its registry); the first is
+    #: the default.
+    ipcs: Collection[str] = ()
     uses_start_method: bool = False
     #: The job kinds this executor can run; None means all of them.
     kinds: tuple[str, ...] | None = None
@@ -79,7 +87,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
             "processes",
             "workers.processes",
             "worker processes talking through one IPC mechanism",
-            ipcs=IPCS,
+            ipcs=IPC_MODULES.keys(),
             uses_start_method=True,
         ),
         ExecutorSpec(
@@ -147,7 +155,7 @@ def plan(
     if start_method is not None and start_method not in START_METHODS:
         raise PlanError(f"unknown start method {start_method!r} (choose from {', '.join(START_METHODS)})")
     if spec.ipcs:
-        ipc = ipc or spec.ipcs[0]
+        ipc = ipc or next(iter(spec.ipcs))
     if spec.uses_start_method:
         start_method = start_method or default_start_method()
     return Plan(executor, workers, ipc, start_method)
@@ -192,24 +200,28 @@ class Deployed:
 @contextmanager
 def deployment(plan_: Plan) -> Iterator[Deployed]:
     """Set up what `plan_`'s executor needs once for many runs (the Celery stack), and tear it down
-    afterwards. An executor module opts in with a `deploy(workers=...)` context manager whose value
-    has `facts()` and is passed to its `run` as `deployment=`."""
-    module = importlib.import_module(EXECUTORS[plan_.executor].module)
-    deploy = getattr(module, "deploy", None)
-    if deploy is None:
+    afterwards: what a `DeployingExecutor`'s `deploy` yields is passed to each `run` as `deployment=`."""
+    executor = load(plan_.executor)
+    if not isinstance(executor, DeployingExecutor):
         yield Deployed({})
         return
-    with deploy(workers=plan_.workers) as deployed:
+    with executor.deploy(workers=plan_.workers) as deployed:
         yield Deployed({"deployment": deployed}, deployed.facts())
+
+
+def load(name: str) -> Executor:
+    """The module of executor `name`, imported now (so the CLI loads only the one it runs)."""
+    module = importlib.import_module(EXECUTORS[name].module)
+    if not isinstance(module, Executor):  # mypy checks each module; this catches a wrong registry line
+        raise TypeError(f"{module.__name__} is registered as an executor but has no run()")
+    return module
 
 
 def run(job: Job, plan_: Plan, *, progress: Progress | None = None, **options: Any) -> Report:
     """Run `job` as `plan_` says and return its report (raises ExecutorError if the run fails)."""
-    module = importlib.import_module(EXECUTORS[plan_.executor].module)
     extra: dict[str, Any] = dict(options)
     if plan_.ipc is not None:
         extra["ipc"] = plan_.ipc
     if plan_.start_method is not None:
         extra["start_method"] = plan_.start_method
-    report: Report = module.run(job, workers=plan_.workers, progress=progress, **extra)
-    return report
+    return load(plan_.executor).run(job, workers=plan_.workers, progress=progress, **extra)

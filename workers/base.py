@@ -1,13 +1,18 @@
-"""The one small interface every executor implements, and the records they all return.
+"""The one small interface every executor implements (`Executor`), and the records they all return.
 
-An executor is a module with::
+An executor is a module with a `run` function (and, if it sets something up once for many runs, a
+`deploy` context manager: `DeployingExecutor`). `run` computes every chunk of a job on up to `workers`
+workers of its kind and returns a `Report`: the combined answer, whether it matches the job's
+independent check, the wall time, and one `ChunkResult` per chunk saying who ran it (host, pid,
+thread) and when. A chunk that raises ends the run with `ChunkError`, which names the chunk's range;
+the executor stops its workers before raising.
 
-    def run(job: Job, *, workers: int, progress: Progress | None = None, **options) -> Report
+Each executor module ends by binding itself to its protocol, which is where mypy checks it::
 
-It runs every chunk of `job` on up to `workers` workers of its kind and returns a `Report`: the combined
-answer, whether it matches the job's independent check, the wall time, and one `ChunkResult` per chunk
-saying who ran it (host, pid, thread) and when. A chunk that raises ends the run with `ChunkError`,
-which names the chunk's range; the executor stops its workers before raising.
+    if TYPE_CHECKING:  # mypy checks this module against the executor interface
+        from workers import serial as this  # noqa: PLW0406 (a module names itself only by importing)
+
+        _: Executor = this
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from tasks import Chunk, Job, check, combine, run_chunk
 
@@ -157,6 +163,48 @@ class Report:
             "details": self.details,
             "chunk_results": [chunk.to_dict() for chunk in self.chunks],
         }
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """What an executor module provides. mypy checks every executor module against it, and
+    `workers.run` refuses a registered module that lacks it."""
+
+    def run(self, job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+        """Run every chunk of `job` on up to `workers` workers and return the verified report; raise
+        `ExecutorError` (`ChunkError`, `WorkerLost`, ...) if the run fails, with every worker stopped.
+        `progress` is called once per finished chunk. An executor may take more keyword options, each
+        with a default (the processes executor: `ipc`, `start_method`)."""
+        ...
+
+
+class Deployment(Protocol):
+    """What a `deploy` set up, handed to each `run` as `deployment=`."""
+
+    def facts(self) -> dict[str, Any]:
+        """What to show about it next to the timings (JSON-safe)."""
+        ...
+
+
+#: The deployment type of one executor (the Celery one: `workers.celery_chord.Deployment`).
+DeploymentT = TypeVar("DeploymentT", bound=Deployment)
+
+
+@runtime_checkable
+class DeployingExecutor(Executor, Protocol[DeploymentT]):
+    """An executor with something to set up once for many runs (the Celery stack): `deploy` starts it
+    and stops it on exit; `run` takes what it yields as `deployment=`, or deploys for itself without."""
+
+    def deploy(self, *, workers: int) -> AbstractContextManager[DeploymentT]: ...
+
+    def run(
+        self,
+        job: Job,
+        *,
+        workers: int,
+        progress: Progress | None = None,
+        deployment: DeploymentT | None = None,
+    ) -> Report: ...
 
 
 def make_report(

@@ -26,12 +26,21 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job
 from tasks.progress import CANCELLED, FAILURE, JobStatus
 from tasks.settings import Settings, mask, settings
-from workers.base import ChunkError, ChunkResult, ExecutorError, Progress, Report, WorkerLost, make_report
+from workers.base import (
+    ChunkError,
+    ChunkResult,
+    DeployingExecutor,
+    ExecutorError,
+    Progress,
+    Report,
+    WorkerLost,
+    make_report,
+)
 from workers.celery_client import Client
 from workers.localstack import LocalStack, StackError, local_stack
 
@@ -153,3 +162,9 @@ def expected_limit(job: Job, workers: int, settings: Settings) -> float:
 def _cancel_quietly(client: Client, job_id: str) -> None:
     with suppress(Exception):  # the stack may be what failed; its keys expire anyway
         client.cancel(job_id)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import celery_chord as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: DeployingExecutor[Deployment] = this

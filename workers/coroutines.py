@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 from tasks import Chunk, Job, run_chunk_async, split
-from workers.base import ChunkResult, Progress, Report, failure, make_report, record
+from workers.base import ChunkResult, Executor, Progress, Report, failure, make_report, record
 
 
 async def _execute(chunk: Chunk, worker: str) -> ChunkResult:
@@ -55,3 +56,9 @@ def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
     except ExceptionGroup as group:
         raise group.exceptions[0] from None
     return make_report(job, "asyncio", results, time.perf_counter() - began, workers=count)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import coroutines as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this

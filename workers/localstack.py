@@ -31,10 +31,10 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING
 
 from tasks.settings import Settings
+from workers.processes.supervise import sigterm_as_interrupt
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -155,7 +155,7 @@ def local_stack(
     with ExitStack() as cleanup:
         directory = Path(tempfile.mkdtemp(prefix="conquer-"))  # mode 0700: only this user can enter
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
-        cleanup.enter_context(_sigterm_as_interrupt())
+        cleanup.enter_context(sigterm_as_interrupt())  # SIGTERM to `conquer` stops the stack too
         redis_process = None
         if not settings.broker_configured:
             redis_process, url = _start_redis(directory, inherit_output)
@@ -347,36 +347,6 @@ def _stop(processes: list[subprocess.Popen[bytes]], *, grace: float) -> None:
 def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     with suppress(ProcessLookupError):
         os.killpg(process.pid, signum)  # the process leads its own session, so its pgid is its pid
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """While the stack runs, SIGTERM to `conquer` unwinds like Ctrl-C, so the stack is stopped."""
-    if not _in_main_thread():
-        yield
-        return
-    owner = os.getpid()
-
-    def interrupt(signum: int, _frame: FrameType | None) -> Any:
-        if os.getpid() != owner:
-            # A process forked meanwhile (an in-host executor's worker, during `compare`) inherited
-            # this handler: there, SIGTERM keeps its default meaning.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _in_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def _tail(log: Path, lines: int = 3) -> str:

@@ -34,25 +34,24 @@ import secrets
 import signal
 import socket
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
 from multiprocessing.managers import BaseManager
-from typing import Any
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkResult, Progress, Report, WorkerLost, attempt, make_report
+from workers.base import Executor, Progress, Report, WorkerLost, attempt
 from workers.processes.supervise import (
-    POLL_S,
-    accept,
-    check_workers,
+    Channel,
+    Outcome,
+    WorkerTarget,
     ctrl_c_held,
-    exited,
-    get_context,
+    drain,
     ignore_sigint,
-    stop,
+    supervise,
 )
 
 #: Where a worker started by hand finds the server's authkey (hex).
@@ -146,55 +145,56 @@ def serving(context: Any, host: str = "127.0.0.1") -> Iterator[tuple[JobQueues, 
         manager.shutdown()
 
 
+class ServerQueues(Channel):
+    """The server's two queues, reached through proxies; the workers get only its address and key."""
+
+    def __init__(self, manager: JobQueues, authkey: bytes, job: Job, workers: int) -> None:
+        self.address: Address = manager.address  # type: ignore[assignment]  # the port the OS picked
+        self.authkey = authkey
+        with self.answering():
+            self.todo, self.done = manager.todo(), manager.done()
+            for chunk in split(job):
+                self.todo.put(chunk.to_message())
+            for _ in range(workers):
+                self.todo.put(None)
+
+    def worker(self, number: int) -> WorkerTarget:
+        # The address and the key, nothing else: no inherited queue, no proxy.
+        return _local_worker, (self.address, self.authkey)
+
+    def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
+        with self.answering():
+            return drain(self.done, timeout)
+
+    @contextmanager
+    def answering(self) -> Iterator[None]:
+        """A server that stops answering ends the run with WorkerLost naming it."""
+        try:
+            yield
+        except (EOFError, ConnectionError) as error:
+            server = _text(self.address)
+            raise WorkerLost(f"the manager server at {server} stopped answering: {error!r}") from None
+
+    def details(self) -> dict[str, Any]:
+        return {"address": _text(self.address), "authkey": "32 random bytes, never shown"}
+
+
+@contextmanager
+def _open_channel(context: Any, job: Job, workers: int) -> Iterator[Channel]:
+    with serving(context) as (manager, authkey):
+        yield ServerQueues(manager, authkey, job, workers)
+
+
 def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
     from workers import default_start_method
 
-    context = get_context(default_start_method())
-    chunks = split(job)
-    count = min(workers, len(chunks))
-    began = time.perf_counter()
-    results: list[ChunkResult] = []
-    processes = []
-    with serving(context) as (manager, authkey):
-        address: Address = manager.address  # type: ignore[assignment]  # the port the OS picked
-        try:
-            todo, done = manager.todo(), manager.done()
-            for chunk in chunks:
-                todo.put(chunk.to_message())
-            # The workers get the address and the key, nothing else: no inherited queue, no proxy.
-            processes = [
-                context.Process(
-                    target=_local_worker, args=(address, authkey), name=f"managers-worker-{n}", daemon=True
-                )
-                for n in range(count)
-            ]
-            with ctrl_c_held(context.get_start_method()):
-                for process in processes:
-                    process.start()
-            for _ in processes:
-                todo.put(None)
-            while len(results) < len(chunks):
-                exited_before_read = exited(processes)
-                try:
-                    outcome = done.get(timeout=POLL_S)
-                except queue.Empty:
-                    check_workers(
-                        processes, len(chunks) - len(results), exited_before_read=exited_before_read
-                    )
-                    continue
-                accept(outcome, results, progress)
-        except (EOFError, ConnectionError) as error:
-            raise WorkerLost(f"the manager server at {_text(address)} stopped answering: {error!r}") from None
-        finally:
-            stop(processes)
-    wall = time.perf_counter() - began
-    return make_report(
+    return supervise(
         job,
-        "managers",
-        results,
-        wall,
-        workers=count,
-        details={"address": _text(address), "authkey": "32 random bytes, never shown"},
+        _open_channel,
+        workers=workers,
+        start_method=default_start_method(),
+        progress=progress,
+        executor="managers",
     )
 
 
@@ -238,6 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import managers as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this
 
 
 if __name__ == "__main__":

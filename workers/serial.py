@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from tasks import Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
 
 
 def run(job: Job, *, workers: int = 1, progress: Progress | None = None) -> Report:
@@ -20,3 +21,9 @@ def run(job: Job, *, workers: int = 1, progress: Progress | None = None) -> Repo
         if progress:
             progress(outcome)
     return make_report(job, "serial", results, time.perf_counter() - began, workers=1)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import serial as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
 
 from tasks import Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
 
 
 def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
@@ -45,3 +46,9 @@ def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
 def _report(future: Future[ChunkResult | ChunkFailure], progress: Progress) -> None:
     if not future.cancelled() and isinstance(outcome := future.result(), ChunkResult):
         progress(outcome)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import thread_pool as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this

@@ -16,9 +16,10 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
 
 
 class Tally:
@@ -97,3 +98,9 @@ def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
     if tally.failure is not None:
         raise tally.failure.to_exception()
     return make_report(job, "threads", tally.results, time.perf_counter() - began, workers=count)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
+    from workers import threads as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Executor = this

@@ -4,15 +4,25 @@ dies instead of hanging."""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import importlib
 import os
 import signal
+import subprocess
 import threading
+from pathlib import Path
 
+import psutil
 import pytest
 
 import workers
+from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from workers import ChunkError, ChunkResult, WorkerLost
+from tests.conftest import CONQUER, wait_until
+from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
+from workers.processes import IPC_MODULES
+from workers.processes.supervise import ctrl_c_held, sigterm_as_interrupt
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
 JOBS = {
@@ -50,7 +60,7 @@ def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
     kind, plan = case
     job = JOBS[kind]
     seen: list[ChunkResult] = []
-    lock = threading.Lock()
+    lock = threading.Lock()  # guards `seen`: progress may be called from any of the executor's threads
 
     def progress(result: ChunkResult) -> None:
         with lock:
@@ -80,17 +90,103 @@ def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers
 @pytest.mark.parametrize(
     ("executor", "ipc"), [("processes", ipc) for ipc in workers.IPCS] + [("managers", None)]
 )
-def test_a_killed_worker_process_fails_the_run_instead_of_hanging(executor: str, ipc: str | None) -> None:
+def test_a_killed_worker_process_fails_the_run_instead_of_hanging(
+    executor: str, ipc: str | None, kill_first_worker: Progress
+) -> None:
     """One worker, SIGKILLed after its first chunk: 15 chunks remain that nobody else can compute, so
     the run must end in WorkerLost — never hang, never report success. (With two workers the survivor
     could finish everything if the killed one held no chunk at that moment, and nothing is lost.)"""
     job = Job("download", 64, 16, latency=0.01)
-    killed: list[int] = []
-
-    def kill_first_worker(result: ChunkResult) -> None:
-        if not killed:
-            killed.append(result.pid)
-            os.kill(result.pid, signal.SIGKILL)
-
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL|closed its pipe|pool worker died"):
         workers.run(job, workers.plan("download", executor, 1, ipc), progress=kill_first_worker)
+
+
+@pytest.mark.parametrize(
+    ("executor", "children"),
+    [(["processes", "--ipc", ipc], 3 if ipc == "manager" else 2) for ipc in workers.IPCS]
+    + [(["managers"], 3)]
+    # Spawned workers take ~0.1 s to boot: SIGTERM lands while they do (or while the parent starts
+    # them, with signals held), and must still stop them all.
+    + [(["processes", "--ipc", "pipe", "--start-method", "spawn"], 2)],
+    ids=[*workers.IPCS, "managers", "pipe-spawn-booting"],
+)
+def test_sigterm_stops_every_worker(executor: list[str], children: int) -> None:
+    """SIGTERM to `conquer` alone (as `kill` or a service manager sends it) unwinds the run like Ctrl-C:
+    by default it would end the parent on the spot, leaving workers that wait for a next chunk — or a
+    manager server — forever. `children`: the two workers, and the server where there is one."""
+    command = ["run", "download", "400", "--chunks", "40", "--latency", "0.05", "--workers", "2"]
+    process = subprocess.Popen(
+        [CONQUER, *command, "--on", *executor], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    parent = psutil.Process(process.pid)
+    started: list[psutil.Process] = []
+    try:
+        wait_until(lambda: len(parent.children()) >= children, 20, "the workers never started")
+        started = parent.children(recursive=True)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+        _, alive = psutil.wait_procs(started, timeout=5)
+    finally:
+        for leftover in [process, *started]:  # a failing test leaves nothing running
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
+    assert not alive, f"left behind: {alive}"
+    assert process.returncode == ExitCode.INTERRUPTED
+    assert stderr.strip() == "conquer: interrupted"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_and_sigterm_wait_for_the_workers_to_be_started(signum: signal.Signals) -> None:
+    """Inside `ctrl_c_held` (where workers start and get their chunks) neither signal interrupts: it
+    arrives, as KeyboardInterrupt, when the block ends."""
+    held_until: list[str] = []
+
+    def signal_inside_the_block() -> None:
+        with ctrl_c_held("fork"):
+            os.kill(os.getpid(), signum)
+            held_until.append("the end of the block")
+
+    with sigterm_as_interrupt(), pytest.raises(KeyboardInterrupt):  # not raised: the signal was lost
+        signal_inside_the_block()
+    assert held_until == ["the end of the block"]
+
+
+def test_every_registered_executor_is_an_executor_and_only_celery_deploys() -> None:
+    """The runtime half of the interface; mypy checks each module's signatures (see the next test)."""
+    deploying = {name for name in workers.EXECUTORS if isinstance(workers.load(name), DeployingExecutor)}
+    assert all(isinstance(workers.load(name), Executor) for name in workers.EXECUTORS)
+    assert deploying == {"celery"}
+
+
+def test_a_registered_module_without_run_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(workers.EXECUTORS, "nothing", ExecutorSpec("nothing", "tasks.faults", "no run()"))
+    monkeypatch.setitem(IPC_MODULES, "nothing", "tasks.faults")
+    with pytest.raises(TypeError, match=r"tasks\.faults is registered as an executor but has no run\(\)"):
+        workers.load("nothing")
+    with pytest.raises(TypeError, match=r"tasks\.faults is registered as an IPC but has no run\(\)"):
+        workers.run(Job("sum", 10, 2), workers.plan("sum", "processes", 1, "nothing"))
+
+
+def checked_against(module: str) -> set[str]:
+    """The protocols `module` binds itself to under TYPE_CHECKING (`_: Executor = this`): where mypy
+    checks it against the interface."""
+    tree = ast.parse(Path(importlib.import_module(module).__file__ or "").read_text())
+    return {
+        ast.unparse(statement.annotation)
+        for block in tree.body
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for statement in block.body
+        if isinstance(statement, ast.AnnAssign) and ast.unparse(statement.value or block.test) == "this"
+    }
+
+
+@pytest.mark.parametrize(
+    ("module", "protocol"),
+    [
+        (spec.module, "DeployingExecutor[Deployment]" if spec.name == "celery" else "Executor")
+        for spec in workers.EXECUTORS.values()
+    ]
+    + [(module, "Ipc") for module in IPC_MODULES.values()],
+)
+def test_every_executor_and_ipc_module_is_bound_to_its_protocol_for_mypy(module: str, protocol: str) -> None:
+    assert checked_against(module) == {protocol}

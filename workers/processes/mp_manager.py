@@ -12,23 +12,23 @@ Usage::
 
 from __future__ import annotations
 
-import time
-from multiprocessing.connection import wait
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.managers import DictProxy, SyncManager
+from multiprocessing.process import BaseProcess
 from queue import Queue
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt
 from workers.processes.supervise import (
-    POLL_S,
-    accept,
-    check_workers,
+    Channel,
+    Outcome,
+    WorkerTarget,
     ctrl_c_held,
-    exited,
-    get_context,
     ignore_sigint,
-    stop,
+    supervise,
+    wait_for_exit,
 )
 
 
@@ -38,51 +38,48 @@ def work(todo: Queue[Chunk | None], results: DictProxy[int, Any]) -> None:
         results[chunk.index] = attempt(chunk)
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
-    context = get_context(start_method)
-    chunks = split(job)
-    began = time.perf_counter()
+class ManagerChannel(Channel):
+    """Proxies of a queue of chunks and a dict of outcomes, both held by the manager's server."""
+
+    def __init__(self, manager: SyncManager, job: Job, workers: int) -> None:
+        self.todo: Queue[Chunk | None] = manager.Queue()
+        self.results: DictProxy[int, ChunkResult | ChunkFailure] = manager.dict()
+        self.seen: set[int] = set()
+        for chunk in split(job):
+            self.todo.put(chunk)
+        for _ in range(workers):
+            self.todo.put(None)
+
+    def worker(self, number: int) -> WorkerTarget:
+        return work, (self.todo, self.results)
+
+    def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
+        wait_for_exit(processes, timeout)  # a dict proxy cannot be waited on: look every `timeout`
+        # keys(): one round trip to the manager for the list, where iterating the proxy is one per key.
+        fresh = sorted(index for index in self.results.keys() if index not in self.seen)  # noqa: SIM118
+        self.seen.update(fresh)
+        return [self.results[index] for index in fresh]
+
+
+@contextmanager
+def open_channel(context: Any, job: Job, workers: int) -> Iterator[Channel]:
     manager = SyncManager(ctx=context)
-    with ctrl_c_held(start_method):
+    with ctrl_c_held(context.get_start_method()):
         manager.start(ignore_sigint)
-    collected: list[ChunkResult] = []
-    processes = []
     try:
-        todo: Queue[Chunk | None] = manager.Queue()
-        results: DictProxy[int, ChunkResult | ChunkFailure] = manager.dict()
-        for chunk in chunks:
-            todo.put(chunk)
-        processes = [
-            context.Process(target=work, args=(todo, results), name=f"manager-worker-{number}", daemon=True)
-            for number in range(min(workers, len(chunks)))
-        ]
-        with ctrl_c_held(start_method):
-            for process in processes:
-                process.start()
-        for _ in processes:
-            todo.put(None)
-        seen: set[int] = set()
-        while len(seen) < len(chunks):
-            running = [process.sentinel for process in processes if process.exitcode is None]
-            if running:
-                wait(running, POLL_S)
-            exited_before_read = exited(processes)
-            # keys(): one round trip to the manager for the list, where iterating the proxy is one per key.
-            fresh = [index for index in results.keys() if index not in seen]  # noqa: SIM118
-            for index in sorted(fresh):
-                seen.add(index)
-                accept(results[index], collected, progress)
-            check_workers(processes, len(chunks) - len(seen), exited_before_read=exited_before_read)
+        yield ManagerChannel(manager, job, workers)
     finally:
-        stop(processes)
-        manager.shutdown()
-    wall = time.perf_counter() - began
-    return make_report(
-        job,
-        "processes",
-        collected,
-        wall,
-        workers=len(processes),
-        ipc="manager",
-        start_method=start_method,
+        manager.shutdown()  # after the workers are stopped: none of them sees its server vanish
+
+
+def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    return supervise(
+        job, open_channel, workers=workers, start_method=start_method, progress=progress, ipc="manager"
     )
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_manager as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this

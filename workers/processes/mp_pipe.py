@@ -11,20 +11,20 @@ Usage::
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 from tasks import Job, split
-from workers.base import ChunkResult, Progress, Report, WorkerLost, attempt, make_report
+from workers.base import Progress, Report, WorkerLost, attempt
 from workers.processes.supervise import (
     POLL_S,
-    accept,
-    check_workers,
-    ctrl_c_held,
-    exited,
-    get_context,
+    Channel,
+    Outcome,
+    WorkerTarget,
     ignore_sigint,
-    stop,
+    supervise,
 )
 
 
@@ -37,57 +37,60 @@ def work(connection: Connection) -> None:
         return  # the parent closed its end: the run is over (it failed or was interrupted)
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
-    context = get_context(start_method)
-    chunks = split(job)
-    began = time.perf_counter()
-    pipes = [context.Pipe() for _ in range(min(workers, len(chunks)))]
-    processes = [
-        context.Process(target=work, args=(child,), name=f"pipe-worker-{number}", daemon=True)
-        for number, (_, child) in enumerate(pipes)
-    ]
-    owner = {parent: process for (parent, _), process in zip(pipes, processes, strict=True)}
-    unsent = iter(chunks)
-    results: list[ChunkResult] = []
-    try:
-        with ctrl_c_held(start_method):
-            for process in processes:
-                process.start()
-        for _, child in pipes:
+class Pipes(Channel):
+    """A duplex pipe per worker; the parent answers each outcome with that worker's next chunk."""
+
+    def __init__(self, context: Any, job: Job, workers: int) -> None:
+        self.pipes: list[tuple[Connection, Connection]] = [context.Pipe() for _ in range(workers)]
+        self.unsent = iter(split(job))
+        self.owner: dict[Connection, BaseProcess] = {}
+        self.busy: set[Connection] = set()  # pipes whose worker is computing a chunk we are waiting for
+
+    def worker(self, number: int) -> WorkerTarget:
+        return work, (self.pipes[number][1],)
+
+    def hand_out(self, processes: Sequence[BaseProcess]) -> None:
+        for (parent, child), process in zip(self.pipes, processes, strict=True):
             child.close()  # the parent's copy: without it, a dead worker's pipe never reports EOF
-        busy = set(owner)  # pipes whose worker is computing a chunk we are waiting for
-        for parent in owner:
-            parent.send(next(unsent))
-        while len(results) < len(chunks):
-            exited_before_read = exited(processes)
-            ready = wait(list(busy), timeout=POLL_S)
-            if not ready:
-                check_workers(processes, len(chunks) - len(results), exited_before_read=exited_before_read)
-            for parent in ready:
-                assert isinstance(parent, Connection)
-                try:
-                    outcome = parent.recv()
-                    accept(outcome, results, progress)
-                    following = next(unsent, None)
-                    parent.send(following)  # None tells the worker to exit
-                except (EOFError, OSError):  # the worker died: its end of the pipe is gone
-                    process = owner[parent]
-                    process.join(POLL_S)
-                    check_workers([process], len(chunks) - len(results), exited_before_read=False)
-                    raise WorkerLost(f"worker {process.name} closed its pipe mid-job") from None
-                if following is None:
-                    busy.discard(parent)
-    finally:
-        for parent in owner:
-            parent.close()  # a worker still waiting in recv() sees EOF and exits
-        stop(processes)
-    wall = time.perf_counter() - began
-    return make_report(
-        job,
-        "processes",
-        results,
-        wall,
-        workers=len(processes),
-        ipc="pipe",
-        start_method=start_method,
-    )
+            self.owner[parent] = process
+            parent.send(next(self.unsent))  # there are no more workers than chunks
+            self.busy.add(parent)
+
+    def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for parent in wait(list(self.busy), timeout):
+            assert isinstance(parent, Connection)
+            try:
+                outcomes.append(parent.recv())
+                following = next(self.unsent, None)
+                parent.send(following)  # None tells the worker to exit
+            except (EOFError, OSError):  # the worker died: its end of the pipe is gone
+                self._lost(self.owner[parent])
+                self.busy.discard(parent)
+                continue
+            if following is None:
+                self.busy.discard(parent)
+        return outcomes
+
+    def _lost(self, process: BaseProcess) -> None:
+        """A worker's pipe broke. If it died of a signal or an error, `supervise` says so as soon as
+        this look is over; a worker that closed its pipe and exited cleanly is named here."""
+        process.join(POLL_S)
+        if process.exitcode in (None, 0):
+            raise WorkerLost(f"worker {process.name} closed its pipe mid-job")
+
+    def close(self) -> None:
+        # The workers are stopped by now; `work` still expects EOF, for a caller that closes first.
+        for parent, _ in self.pipes:
+            parent.close()
+
+
+def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    return supervise(job, Pipes, workers=workers, start_method=start_method, progress=progress, ipc="pipe")
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_pipe as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this

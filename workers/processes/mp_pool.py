@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from typing import TYPE_CHECKING
 
 from tasks import Job, split
 from workers.base import (
@@ -25,34 +26,45 @@ from workers.base import (
     attempt,
     make_report,
 )
-from workers.processes.supervise import accept, ctrl_c_held, get_context, ignore_sigint, stop
+from workers.processes.supervise import (
+    accept,
+    ctrl_c_held,
+    get_context,
+    ignore_sigint,
+    sigterm_as_interrupt,
+    stop,
+)
 
 
 def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    """The pool supervises its own processes; what is left to do here is what `supervise` does for
+    the other IPCs: Ctrl-C held while they start, SIGTERM unwinding like Ctrl-C, and a failed run
+    stopping them without waiting for their chunks."""
     context = get_context(start_method)
     chunks = split(job)
     count = min(workers, len(chunks))
     began = time.perf_counter()
-    pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=ignore_sigint)
     results: list[ChunkResult] = []
-    finished = False
-    try:
-        with ctrl_c_held(start_method):  # the pool starts its processes on the first submits
-            pending: set[Future[ChunkResult | ChunkFailure]] = {
-                pool.submit(attempt, chunk) for chunk in chunks
-            }
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                accept(future.result(), results, progress)
-        finished = True
-    except BrokenProcessPool as error:
-        raise WorkerLost(f"a pool worker died mid-job: {error}") from None
-    finally:
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            _terminate(pool)
+    with sigterm_as_interrupt():
+        pool = ProcessPoolExecutor(max_workers=count, mp_context=context, initializer=ignore_sigint)
+        finished = False
+        try:
+            with ctrl_c_held(start_method):  # the pool starts its processes on the first submits
+                pending: set[Future[ChunkResult | ChunkFailure]] = {
+                    pool.submit(attempt, chunk) for chunk in chunks
+                }
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in done:
+                    accept(future.result(), results, progress)
+            finished = True
+        except BrokenProcessPool as error:
+            raise WorkerLost(f"a pool worker died mid-job: {error}") from None
+        finally:
+            if finished:
+                pool.shutdown(wait=True)
+            else:
+                _terminate(pool)
     wall = time.perf_counter() - began
     return make_report(job, "processes", results, wall, workers=count, ipc="pool", start_method=start_method)
 
@@ -62,3 +74,10 @@ def _terminate(pool: ProcessPoolExecutor) -> None:
     processes = list((pool._processes or {}).values())  # no public way to reach them before 3.14
     pool.shutdown(wait=False, cancel_futures=True)
     stop(processes)
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_pool as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this

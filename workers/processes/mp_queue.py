@@ -11,22 +11,14 @@ Usage::
 
 from __future__ import annotations
 
-import queue
-import time
+from collections.abc import Sequence
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
+from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt, make_report
-from workers.processes.supervise import (
-    POLL_S,
-    accept,
-    check_workers,
-    ctrl_c_held,
-    exited,
-    get_context,
-    ignore_sigint,
-    stop,
-)
+from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt
+from workers.processes.supervise import Channel, Outcome, WorkerTarget, drain, ignore_sigint, supervise
 
 
 def work(todo: Queue[Chunk | None], done: Queue[ChunkResult | ChunkFailure]) -> None:
@@ -35,47 +27,42 @@ def work(todo: Queue[Chunk | None], done: Queue[ChunkResult | ChunkFailure]) -> 
         done.put(attempt(chunk))
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
-    context = get_context(start_method)
-    chunks = split(job)
-    began = time.perf_counter()
-    todo: Queue[Chunk | None] = context.Queue()
-    done: Queue[ChunkResult | ChunkFailure] = context.Queue()
-    processes = [
-        context.Process(target=work, args=(todo, done), name=f"queue-worker-{number}", daemon=True)
-        for number in range(min(workers, len(chunks)))
-    ]
-    results: list[ChunkResult] = []
-    try:
-        # The puts too: a Ctrl-C landing inside Queue.put() can leave the queue's internal lock held,
-        # and the queue's exit handler then waits for that lock forever.
-        with ctrl_c_held(start_method):
-            for process in processes:
-                process.start()
-            for chunk in chunks:
-                todo.put(chunk)
-            for _ in processes:
-                todo.put(None)
-        while len(results) < len(chunks):
-            exited_before_read = exited(processes)
-            try:
-                outcome = done.get(timeout=POLL_S)
-            except queue.Empty:
-                check_workers(processes, len(chunks) - len(results), exited_before_read=exited_before_read)
-                continue
-            accept(outcome, results, progress)
-    finally:
-        stop(processes)
+class Queues(Channel):
+    """One queue of chunks out, shared by every worker, and one queue of outcomes back."""
+
+    def __init__(self, context: Any, job: Job, workers: int) -> None:
+        del workers  # every worker gets the same two queues
+        self.job = job
+        self.todo: Queue[Chunk | None] = context.Queue()
+        self.done: Queue[ChunkResult | ChunkFailure] = context.Queue()
+
+    def worker(self, number: int) -> WorkerTarget:
+        return work, (self.todo, self.done)
+
+    def hand_out(self, processes: Sequence[BaseProcess]) -> None:
+        # After the workers started, and with Ctrl-C held (as `supervise` calls this): a Ctrl-C landing
+        # inside Queue.put() can leave the queue's internal lock held, and the queue's exit handler then
+        # waits for that lock forever.
+        for chunk in split(self.job):
+            self.todo.put(chunk)
+        for _ in processes:
+            self.todo.put(None)
+
+    def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
+        return drain(self.done, timeout)
+
+    def close(self) -> None:
         # Chunks left unsent after a failure must not make the interpreter wait at exit for the
         # queue's feeder thread to flush them into a pipe nobody reads.
-        todo.cancel_join_thread()
-    wall = time.perf_counter() - began
-    return make_report(
-        job,
-        "processes",
-        results,
-        wall,
-        workers=len(processes),
-        ipc="queue",
-        start_method=start_method,
-    )
+        self.todo.cancel_join_thread()
+
+
+def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    return supervise(job, Queues, workers=workers, start_method=start_method, progress=progress, ipc="queue")
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_queue as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this

@@ -3,7 +3,8 @@
 No messages at all: every worker gets the same few shared-memory objects when it starts. A worker
 claims the next chunk by bumping a shared counter, computes its range, and writes its partial result,
 its pid and its times into its chunk's slots, adding the partial to a shared running total. One `Lock`
-makes each claim and each write atomic. The parent only waits for the workers to exit.
+makes each claim and each write atomic. The parent only looks at the board, whenever a worker exits
+or `POLL_S` passes.
 
 Usage::
 
@@ -13,30 +14,20 @@ Usage::
 from __future__ import annotations
 
 import socket
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import wait
-from typing import Any
+from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING, Any
 
 from tasks import Job, chunk_at
-from workers.base import (
-    ChunkError,
-    ChunkFailure,
-    ChunkResult,
-    ExecutorError,
-    Progress,
-    Report,
-    attempt,
-    make_report,
-)
+from workers.base import ChunkFailure, ChunkResult, ExecutorError, Progress, Report, attempt
 from workers.processes.supervise import (
-    POLL_S,
-    check_workers,
-    ctrl_c_held,
-    exited,
-    get_context,
+    Channel,
+    Outcome,
+    WorkerTarget,
     ignore_sigint,
-    stop,
+    supervise,
+    wait_for_exit,
 )
 
 #: Bytes kept of a failed chunk's error text.
@@ -103,68 +94,64 @@ def work(job: Job, board: Board) -> None:
             board.total.value += outcome.value
 
 
-def _read(job: Job, board: Board, index: int, host: str) -> ChunkResult:
-    chunk = chunk_at(job, index)
-    return ChunkResult(
-        index=index,
-        start=chunk.start,
-        stop=chunk.stop,
-        value=board.values[index],
-        host=host,
-        pid=board.pids[index],
-        thread="MainThread",
-        started=board.started[index],
-        ended=board.ended[index],
-    )
+class SharedMemory(Channel):
+    """The board, inherited by every worker; the parent looks at it whenever a worker exits or
+    `timeout` passes (shared memory cannot be waited on)."""
+
+    def __init__(self, context: Any, job: Job, workers: int) -> None:
+        del workers  # every worker gets the same board
+        self.job = job
+        self.board = Board.create(context, job.chunks)
+        self.host = socket.gethostname()
+        self.reported: set[int] = set()
+
+    def worker(self, number: int) -> WorkerTarget:
+        return work, (self.job, self.board)
+
+    def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
+        wait_for_exit(processes, timeout)
+        with self.board.lock:
+            finished = [i for i in range(self.job.chunks) if self.board.state[i] == FINISHED]
+            error = self.board.error.value
+        if error:
+            chunk_text, _, message = error.decode(errors="replace").partition("\n")
+            return [ChunkFailure(chunk_text, message)]
+        fresh = [index for index in finished if index not in self.reported]
+        self.reported.update(fresh)
+        return [self._read(index) for index in fresh]
+
+    def _read(self, index: int) -> ChunkResult:
+        # Outside the lock: a chunk's slots are written before its state says FINISHED, and never after.
+        chunk = chunk_at(self.job, index)
+        board = self.board
+        return ChunkResult(
+            index=index,
+            start=chunk.start,
+            stop=chunk.stop,
+            value=board.values[index],
+            host=self.host,
+            pid=board.pids[index],
+            thread="MainThread",
+            started=board.started[index],
+            ended=board.ended[index],
+        )
+
+    def details(self) -> dict[str, Any]:
+        return {"shared_total": self.board.total.value}
 
 
 def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
-    context = get_context(start_method)
-    host = socket.gethostname()
-    began = time.perf_counter()
-    board = Board.create(context, job.chunks)
-    processes = [
-        context.Process(target=work, args=(job, board), name=f"shared-worker-{number}", daemon=True)
-        for number in range(min(workers, job.chunks))
-    ]
-    reported: set[int] = set()
-    try:
-        with ctrl_c_held(start_method):
-            for process in processes:
-                process.start()
-        while True:
-            running = [process.sentinel for process in processes if process.exitcode is None]
-            if running:
-                wait(running, POLL_S)
-            exited_before_read = exited(processes)
-            with board.lock:
-                finished = [i for i in range(job.chunks) if board.state[i] == FINISHED]
-                error = board.error.value
-            if error:
-                chunk_text, _, message = error.decode(errors="replace").partition("\n")
-                raise ChunkError(chunk_text, message)
-            if progress:
-                for index in finished:
-                    if index not in reported:
-                        reported.add(index)
-                        progress(_read(job, board, index, host))
-            if len(finished) == job.chunks:
-                break
-            check_workers(processes, job.chunks - len(finished), exited_before_read=exited_before_read)
-    finally:
-        stop(processes)
-    results = [_read(job, board, index, host) for index in range(job.chunks)]
-    wall = time.perf_counter() - began
-    report = make_report(
-        job,
-        "processes",
-        results,
-        wall,
-        workers=len(processes),
-        ipc="shared",
-        start_method=start_method,
-        details={"shared_total": board.total.value},
+    report = supervise(
+        job, SharedMemory, workers=workers, start_method=start_method, progress=progress, ipc="shared"
     )
-    if board.total.value != report.value:
-        raise ExecutorError(f"shared total {board.total.value} != sum of partials {report.value}")
+    total = report.details["shared_total"]
+    if total != report.value:  # the running total, kept under the lock, against the partials' sum
+        raise ExecutorError(f"shared total {total} != sum of partials {report.value}")
     return report
+
+
+if TYPE_CHECKING:  # mypy checks this module against the IPC interface (workers.processes)
+    from workers.processes import Ipc
+    from workers.processes import mp_shared as this  # noqa: PLW0406 (a module names itself only by importing)
+
+    _: Ipc = this
