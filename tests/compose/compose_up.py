@@ -58,9 +58,9 @@ WELL_KNOWN = ("admin", "conquer-local-only")
 
 def show(stack: Stack) -> dict[str, str]:
     """The stack's secrets, as SHOW prints them (`NAME=value` lines)."""
-    lines = stack.run(SHOW, capture=True).splitlines()
+    lines = stack.read(SHOW).splitlines()
     shown = dict(line.split("=", 1) for line in lines)
-    assert sorted(shown) == ["FLOWER_PASSWORD", "FLOWER_USER", "REDIS_PASSWORD"], lines and sorted(shown)
+    assert sorted(shown) == ["FLOWER_PASSWORD", "FLOWER_USER", "REDIS_PASSWORD"], f"`{SHOW}` printed {lines}"
     return shown
 
 
@@ -144,7 +144,7 @@ def check(stack: Stack) -> None:
     with stack.step("every process of every container runs as a non-root uid"):
         check_non_root(stack)
     with stack.step(SUBMIT):
-        output = stack.run(SUBMIT, capture=True)
+        output = stack.read(SUBMIT)
         answer = re.search(r"answer\s+(\d+)", output)
         expected = N * (N + 1) // 2
         assert answer, f"no answer in {output!r}"
@@ -152,7 +152,7 @@ def check(stack: Stack) -> None:
         wall = re.search(r"wall\s+(.*)", output)
         print(f"    answer {answer[1]} = n(n+1)/2; wall {wall[1] if wall else '?'}")
     with stack.step(WORKERS):
-        listed = sorted(re.findall(r"^(worker@\S+)", stack.run(WORKERS, capture=True), re.MULTILINE))
+        listed = sorted(re.findall(r"^(worker@\S+)", stack.read(WORKERS), re.MULTILINE))
         assert listed == names, f"`conquer workers` lists {listed}, Flower {names}"
     with stack.step("docker compose up -d --scale worker=1 --wait: Flower forgets the removed workers"):
         stack.run("docker compose up -d --scale worker=1 --wait")
@@ -177,7 +177,7 @@ def check(stack: Stack) -> None:
             assert (shown["REDIS_PASSWORD"], shown["FLOWER_PASSWORD"]) == tuple(mine.values()), shown
             check_flower_login(stack, login(shown), login(generated))
             # Redis and the worker were restarted on the new password: the worker still answers.
-            assert re.search(r"^worker@", stack.run(WORKERS, capture=True), re.MULTILINE)
+            assert re.search(r"^worker@", stack.read(WORKERS), re.MULTILINE)
             print("    Flower: 401 to the generated password, 200 to the .env's; the worker answers")
 
 
@@ -208,6 +208,8 @@ def main() -> int:
                 stack.compose("--profile", "cli", "down", "--volumes", "--remove-orphans", check=False)
     if left:
         print(f"left behind by `{REMOVE}`: {', '.join(left)}")
+    if stack.outputs_lost:
+        print(f"outputs lost by the engine and asked again: {stack.outputs_lost}")
     print("timings: " + ", ".join(f"{name}: {seconds:.1f} s" for name, seconds in stack.timings.items()))
     if failure is not None:
         if not isinstance(failure, AssertionError | RuntimeError):  # not a check's: where it broke
