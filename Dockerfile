@@ -25,11 +25,15 @@ RUN pip install --no-deps . \
  && python -c "import tasks, workers, conquer.cli"
 
 # Celery refuses nothing to root with the JSON serializer, but a worker that runs what a broker tells it
-# to should own nothing: an unprivileged user, and a home for Flower's state that the named volume
-# mounted there inherits (a fresh volume copies the directory's owner).
-RUN useradd --create-home --uid 10001 --user-group conquer \
- && mkdir -p /var/lib/flower \
- && chown conquer:conquer /var/lib/flower
+# to should own nothing: an unprivileged user (uid and gid 10001: compose.yaml gives Redis this group, to
+# read its password), and homes for Flower's state and compose's secrets that the named volumes mounted
+# there inherit (a fresh volume copies the directory's owner and mode). The secrets' is 0750: conquer's
+# group may read it, nobody else.
+RUN groupadd --gid 10001 conquer \
+ && useradd --create-home --uid 10001 --gid conquer conquer \
+ && mkdir -p /var/lib/flower /var/lib/conquer-secrets \
+ && chown conquer:conquer /var/lib/flower /var/lib/conquer-secrets \
+ && chmod 0750 /var/lib/conquer-secrets
 USER conquer
 
 CMD ["celery", "-A", "tasks", "worker", "--loglevel=INFO"]

@@ -76,7 +76,10 @@ audit: $(STAMP)
 	-$(BIN)/pip-audit --skip-editable --progress-spinner off --format json --output $(AUDIT_REPORT)
 	$(BIN)/python .ci/audit_gaps.py $(AUDIT_REPORT)
 
-# A real `docker compose up` of the stack (needs a Docker-compatible engine; says why it skips without).
+# The README's `docker compose` story on a real engine (tests/compose/compose_up.py). It exits 0 when
+# every check passed, 1 when one failed, 77 when it skipped, with one line saying why (no
+# Docker-compatible engine, or Compose older than 2.24): a skip never passes for a success, and make
+# stops on it with `Error 77`.
 compose-test: $(STAMP)
 	$(BIN)/python -m tests.compose.compose_up
 

@@ -7,6 +7,7 @@ prefix and the time limits. Nothing here imports Celery.
 | variable | default | meaning |
 |---|---|---|
 | CELERY_BROKER_URL | redis://localhost:6379/0 | the broker: `redis://`, `rediss://`, `redis+socket://` |
+| CELERY_BROKER_URL_FILE | (none) | a file holding that URL instead, so the password is in no environment |
 | CELERY_RESULT_BACKEND | the broker URL | where results, chord counters and job progress live (Redis) |
 | CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
 | CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
@@ -40,6 +41,7 @@ HARD_LIMIT_MARGIN_S = 3
 
 #: Names of the variables, as the README and error messages spell them.
 ENV_BROKER = "CELERY_BROKER_URL"
+ENV_BROKER_FILE = "CELERY_BROKER_URL_FILE"
 ENV_BACKEND = "CELERY_RESULT_BACKEND"
 ENV_PREFIX = "CONQUER_KEY_PREFIX"
 ENV_CONCURRENCY = "CONQUER_WORKER_CONCURRENCY"
@@ -108,6 +110,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         broker = env.get(ENV_BROKER, "").strip()
+        broker_file = env.get(ENV_BROKER_FILE, "").strip()
+        if broker_file:
+            if broker:
+                raise SettingsError(f"set {ENV_BROKER} or {ENV_BROKER_FILE}, not both")
+            broker = _secret_file(ENV_BROKER_FILE, broker_file)
+            if "://" not in broker:  # checked here, where the message can name the file, not print it
+                raise SettingsError(f"{ENV_BROKER_FILE}: {broker_file} does not hold a URL (redis://...)")
         backend = env.get(ENV_BACKEND, "").strip()
         return cls(
             broker_url=broker or DEFAULT_BROKER_URL,
@@ -148,6 +157,20 @@ def _database(url: str) -> str:
         return urlsplit(url).path.removeprefix("/")
     except ValueError:
         return ""
+
+
+def _secret_file(name: str, path: str) -> str:
+    """The value kept in the file at `path` (the Docker `*_FILE` convention: compose's secrets
+    volume), without its trailing newline. Errors name the file, never what it holds."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            value = file.read().strip()
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "not UTF-8 text"
+        raise SettingsError(f"{name}: cannot read {path} ({reason})") from None
+    if not value:
+        raise SettingsError(f"{name}: {path} is empty")
+    return value
 
 
 def _integer(env: Mapping[str, str], name: str, default: int) -> int:

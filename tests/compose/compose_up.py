@@ -1,15 +1,23 @@
-"""A real `docker compose up` of the whole stack, from a clean state to nothing left.
+"""The README's `docker compose` story on a real engine, from nothing to nothing left.
 
-Builds the image, starts Redis, a worker and Flower and waits until every healthcheck passes; scales to
-three workers; runs a job through the `cli` service and checks its answer exactly; checks that the
-containers run as a non-root user and that Redis refuses clients without the password; asks Flower's
-API (with credentials, and without: 401) for the workers; scales down to one worker and waits for
-Flower to forget the other two; then `docker compose down -v` and checks that no container, volume or
-network of the project is left. Prints how long each step took.
+Runs the README's compose commands word for word (the constants below; `main` refuses to start if the
+README no longer says them), as a reader would with no `.env`: the stack comes up healthy with
+passwords generated on its first start, shown by one command, found in no rendered config, log,
+container environment or command line; Flower answers 401 to the old well-known login and to none,
+200 to the generated one; every container's processes run as non-root uids (read from /proc inside
+each one) and the secrets are owned by the image's unprivileged user; scaling to four workers leaves
+the running one alone; a job through the `cli` service gives n(n+1)/2 exactly; `conquer workers` and
+Flower list the four; scaled back to one, Flower forgets the others. Then `docker compose down` and
+`up` again keep the same passwords, a `.env` with its own values wins (readers restarted, old
+passwords refused), and `docker compose down -v` leaves no container, volume or network of the project.
+Prints how long each step took.
 
-It needs a Docker-compatible engine (`docker info` must answer, e.g. through DOCKER_HOST) and says
-why it skips otherwise. It uses its own project name, random passwords and a free Flower port, so it
-touches no other stack on the machine.
+It needs a Docker-compatible engine (`docker info` must answer, e.g. through DOCKER_HOST) and Compose
+>= 2.24. The project's name, env file and Flower port come from the environment (see engine.py), so
+it touches no other stack on the machine and ignores a developer's `.env`.
+
+Exit codes: 0 every check passed; 1 a check failed (or something was left behind); 77 skipped — no
+engine here, said in one line on stderr (77 is what automake and meson take for "skipped").
 
 Usage::
 
@@ -19,224 +27,193 @@ Usage::
 
 from __future__ import annotations
 
-import json
-import os
+import re
 import secrets
-import shutil
-import socket
-import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+import tempfile
+import traceback
 from pathlib import Path
 
-from tests.flower import flower_get
+from tests.compose.composefile import ROOT, SECRETS_DIR
+from tests.compose.engine import Skip, Stack, docker, docker_exec, require_engine
 
-ROOT = Path(__file__).resolve().parents[2]
-N = 100_000_000
-WORKERS = 3
+SKIPPED = 77
+
+#: The README's compose commands, run exactly as written.
+UP = "docker compose up -d --build --wait"
+SHOW = "docker compose run --rm secrets show"
+SUBMIT = "docker compose run --rm cli conquer submit sum 100000000 --wait"
+WORKERS = "docker compose run --rm cli conquer workers"
+SCALE = "docker compose up -d --scale worker=4 --wait"
+RESTART = "docker compose up -d --wait"
+STOP = "docker compose down"
+REMOVE = "docker compose down -v"
+README_COMMANDS = (UP, SHOW, SUBMIT, WORKERS, SCALE, RESTART, STOP, REMOVE)
+
+N = int(SUBMIT.split()[8])
+SCALED = int(SCALE.split("worker=")[1].split(maxsplit=1)[0])
+#: The login every clone used to fall back to without a `.env`.
+WELL_KNOWN = ("admin", "conquer-local-only")
 
 
-class Skip(Exception):
-    """No engine to run containers on: not a failure of the project."""
+def show(stack: Stack) -> dict[str, str]:
+    """The stack's secrets, as SHOW prints them (`NAME=value` lines)."""
+    lines = stack.read(SHOW).splitlines()
+    shown = dict(line.split("=", 1) for line in lines)
+    assert sorted(shown) == ["FLOWER_PASSWORD", "FLOWER_USER", "REDIS_PASSWORD"], f"`{SHOW}` printed {lines}"
+    return shown
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def login(shown: dict[str, str]) -> tuple[str, str]:
+    return shown["FLOWER_USER"], shown["FLOWER_PASSWORD"]
 
 
-def docker_compose() -> list[str]:
-    docker = shutil.which("docker")
-    if docker is None:
-        raise Skip("no `docker` command on PATH")
-    info = subprocess.run(
-        [docker, "info", "--format", "{{.ServerVersion}}"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
+def check_flower_login(stack: Stack, good: tuple[str, str], *refused: tuple[str, str] | None) -> None:
+    for auth in refused:
+        status, _ = stack.flower("/api/workers", auth)
+        assert status == 401, f"Flower answered {status} to {auth and auth[0]!r} with a refused password"
+    status, _ = stack.flower("/api/workers", good)
+    assert status == 200, f"Flower answered {status} to its own login"
+
+
+def check_secrets_are_kept_secret(stack: Stack, shown: dict[str, str]) -> None:
+    """Generated passwords, nobody's but this stack's, in nothing compose or the engine shows."""
+    for name in ("REDIS_PASSWORD", "FLOWER_PASSWORD"):
+        assert re.fullmatch(r"[A-Za-z0-9_-]{32}", shown[name]), f"{name} is not a generated one"
+        assert shown[name] != WELL_KNOWN[1]
+    places = {
+        "docker compose config": stack.compose("config"),
+        "docker compose logs": stack.compose("logs", "--no-color"),
+        "docker compose top": stack.compose("top"),
+        **{f"docker inspect {c[:12]}": docker("inspect", c) for c in stack.containers()},
+    }
+    for place, text in places.items():
+        for name in ("REDIS_PASSWORD", "FLOWER_PASSWORD"):
+            assert shown[name] not in text, f"{name} appears in `{place}`"
+    print(f"    neither password in: {', '.join(places)}")
+    # Written by the image's user (a root writer would leave uid 0), readable by its group only.
+    listing = stack.compose(
+        "exec", "-T", "flower", "sh", "-c", f"stat -c '%u:%g %a %n' {SECRETS_DIR} {SECRETS_DIR}/*"
     )
-    if info.returncode != 0:
-        reason = (info.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise Skip(f"no Docker-compatible engine answers `docker info` ({reason})")
-    version = subprocess.run(
-        [docker, "compose", "version"], capture_output=True, text=True, timeout=30, check=False
-    )
-    if version.returncode != 0:
-        raise Skip("`docker compose` (Compose v2) is not installed")
-    return [docker, "compose"]
+    modes = {line.split()[2]: tuple(line.split()[:2]) for line in listing.splitlines()}
+    assert modes.pop(SECRETS_DIR) == ("10001:10001", "750"), listing
+    assert sorted(Path(path).name for path in modes) == sorted(
+        ["broker-url", "flower-password", "flower-user", "redis-password"]
+    ), listing
+    assert set(modes.values()) == {("10001:10001", "440")}, listing
+    print(f"    {SECRETS_DIR}: 750, its files 440, all owned by 10001:10001")
 
 
-def docker(*arguments: str) -> str:
-    """A plain `docker` command's stdout (its stderr is the container's, for `docker logs`)."""
-    result = subprocess.run(["docker", *arguments], capture_output=True, text=True, timeout=120, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(arguments)} exited with {result.returncode}: {result.stderr}")
-    return result.stdout
-
-
-class Stack:
-    def __init__(self, compose: list[str]) -> None:
-        self.project = f"conquer-compose-test-{os.getpid()}"
-        self.flower_port = free_port()
-        self.flower_user = "tester"
-        self.flower_password = secrets.token_urlsafe(16)
-        self.env = {
-            **os.environ,
-            "REDIS_PASSWORD": secrets.token_urlsafe(24),
-            "FLOWER_USER": self.flower_user,
-            "FLOWER_PASSWORD": self.flower_password,
-            "FLOWER_PORT": str(self.flower_port),
-        }
-        self.compose = [
-            *compose,
-            "--project-name",
-            self.project,
-            "--project-directory",
-            str(ROOT),
-            "--file",
-            str(ROOT / "compose.yaml"),
-            "--env-file",
-            os.devnull,
-        ]
-        self.timings: dict[str, float] = {}
-
-    def __call__(
-        self, *arguments: str, timeout: float = 600, capture: bool = False, check: bool = True
-    ) -> str:
-        result = subprocess.run(
-            [*self.compose, *arguments],
-            env=self.env,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdout=subprocess.PIPE if capture else None,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"docker compose {' '.join(arguments)} exited with {result.returncode}")
-        return result.stdout or ""
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        print(f"--> {name}", flush=True)
-        began = time.monotonic()
-        yield
-        self.timings[name] = time.monotonic() - began
-        print(f"    {self.timings[name]:.1f} s", flush=True)
-
-    def flower(self, path: str, authenticated: bool = True) -> tuple[int, bytes]:
-        auth = (self.flower_user, self.flower_password) if authenticated else None
-        return flower_get(f"http://127.0.0.1:{self.flower_port}{path}", auth)
-
-    def wait_for_workers(self, count: int, within: float, dashboard: bool = False) -> list[str]:
-        """The worker names Flower lists, once there are `count` of them: its API (which asks the
-        workers), or its dashboard (built from their events, offline workers purged)."""
-        deadline = time.monotonic() + within
-        while True:
-            if dashboard:
-                status, body = self.flower("/workers?json=1")
-                names = sorted(row["hostname"] for row in json.loads(body)["data"]) if status == 200 else []
-            else:
-                status, body = self.flower("/api/workers?refresh=1")
-                names = sorted(json.loads(body)) if status == 200 else []
-            if len(names) == count:
-                return names
-            if time.monotonic() > deadline:
-                raise AssertionError(f"Flower lists {names} (HTTP {status}), expected {count} workers")
-            time.sleep(1)
-
-    def leftovers(self) -> list[str]:
-        label = f"label=com.docker.compose.project={self.project}"
-        found = []
-        for kind in ("container", "volume", "network"):
-            listing = ["docker", kind, "ls", "--quiet", "--filter", label]
-            if kind == "container":
-                listing.insert(3, "--all")
-            output = subprocess.run(listing, capture_output=True, text=True, timeout=60, check=True).stdout
-            found += [f"{kind} {name}" for name in output.split()]
-        return found
+def check_non_root(stack: Stack) -> None:
+    """Every process of every running container, as the kernel sees it: real, effective, saved and
+    filesystem uid of each, read from /proc inside the container; and the engine's own view (`top`)."""
+    services = {"redis", "worker", "flower"}
+    # SERVICE # USER PID ...: a command with newlines (a `sh -c` script) continues on lines of its own.
+    rows = [line.split() for line in stack.compose("top").splitlines()]
+    users = {(row[0], row[2]) for row in rows if len(row) > 2 and row[0] in services and row[1].isdigit()}
+    assert {service for service, _ in users} == services, users
+    assert not [service for service, user in users if user in ("root", "0")], f"root in {users}"
+    seen = []
+    for container in stack.compose("ps", "--quiet").split():
+        name = docker("inspect", "--format", "{{.Name}}", container).strip().lstrip("/")
+        # grep exits 2 when a process (its own shell's, say) ends between the glob and the read.
+        status = docker_exec(container, "grep -H '^Uid:' /proc/[0-9]*/status")
+        uids = {int(uid) for line in status.splitlines() for uid in line.split()[1:]}
+        assert len(status.splitlines()) >= 2, f"{name}: {status!r}"
+        assert 0 not in uids, f"{name} runs a process as root: {status}"
+        seen.append(f"{name} {sorted(uids)}")
+    print("    uids: " + ", ".join(seen))
 
 
 def check(stack: Stack) -> None:
-    with stack.step("docker compose up -d --build --wait"):
-        stack("up", "--detach", "--build", "--wait", "--wait-timeout", "300")
-    with stack.step(f"docker compose up -d --scale worker={WORKERS} --wait"):
-        stack("up", "--detach", "--scale", f"worker={WORKERS}", "--wait", "--wait-timeout", "300")
-    with stack.step(f"docker compose run cli conquer submit sum {N} --wait --json"):
-        # The answer is read back from the container's log, not from the attached output stream:
-        # some engines (podman 4) now and then cut that stream short when the container exits.
-        name = f"{stack.project}-cli"
-        try:
-            stack(
-                "run",
-                "--name",
-                name,
-                "cli",
-                "conquer",
-                "submit",
-                "sum",
-                str(N),
-                "--wait",
-                "--json",
-                capture=True,
-            )
-            output = docker("logs", name)
-        finally:
-            docker("rm", "--force", name)
-        report = json.loads(output)
+    with stack.step(f"{UP} (no .env)"):
+        stack.run(UP)
+    with stack.step(f"{SHOW}: generated, and secret"):
+        generated = show(stack)
+        check_secrets_are_kept_secret(stack, generated)
+        check_flower_login(stack, login(generated), WELL_KNOWN, None)
+        print(f"    Flower: 401 to {'/'.join(WELL_KNOWN)} and to no login, 200 to the generated one")
+    with stack.step(SCALE):
+        first = stack.containers("worker")
+        before = [stack.started_at(container) for container in first]
+        stack.run(SCALE)
+        assert [stack.started_at(container) for container in first] == before, "scaling restarted a worker"
+        assert len(stack.containers("worker")) == SCALED
+        names = stack.wait_for_workers(SCALED, login(generated), within=60)
+        print(f"    Flower lists {', '.join(names)}; the first worker was not restarted")
+    with stack.step("every process of every container runs as a non-root uid"):
+        check_non_root(stack)
+    with stack.step(SUBMIT):
+        output = stack.read(SUBMIT)
+        answer = re.search(r"answer\s+(\d+)", output)
         expected = N * (N + 1) // 2
-        assert report["value"] == expected, f"answer {report['value']} != n(n+1)/2 = {expected}"
-        assert report["verified"] is True
-        print(f"    answer {report['value']} = n(n+1)/2, verified")
-    with stack.step("security: non-root containers, a Redis that refuses strangers"):
-        # `top` asks the engine's API for every container's processes (SERVICE # USER PID ...).
-        rows = [line.split() for line in stack("top", capture=True).splitlines()[1:] if line.strip()]
-        users = {(row[0], row[2]) for row in rows}
-        assert {service for service, _ in users} >= {"redis", "worker", "flower"}, users
-        assert not [service for service, user in users if user in ("root", "0")], f"root in {users}"
-        print("    " + ", ".join(f"{service} runs as {user}" for service, user in sorted(users)))
-        for _ in range(5):  # an empty answer is the attached stream cut short (see above): ask again
-            answer = stack("exec", "-T", "redis", "redis-cli", "ping", capture=True, check=False)
-            if answer.strip():
-                break
-        assert "NOAUTH" in answer, f"redis answered {answer!r} without the password"
-        print("    redis without the password: NOAUTH")
-    with stack.step("Flower: 401 without credentials, the workers with them"):
-        status, _ = stack.flower("/api/workers", authenticated=False)
-        assert status == 401, f"Flower answered {status} without credentials"
-        names = stack.wait_for_workers(WORKERS, within=60)
-        print(f"    workers: {', '.join(names)}")
-    with stack.step("docker compose up -d --scale worker=1: Flower forgets the removed workers"):
-        stack("up", "--detach", "--scale", "worker=1", "--wait", "--wait-timeout", "300")
+        assert answer, f"no answer in {output!r}"
+        assert int(answer[1]) == expected, f"answer {answer[1]} != n(n+1)/2 = {expected}"
+        wall = re.search(r"wall\s+(.*)", output)
+        print(f"    answer {answer[1]} = n(n+1)/2; wall {wall[1] if wall else '?'}")
+    with stack.step(WORKERS):
+        listed = sorted(re.findall(r"^(worker@\S+)", stack.read(WORKERS), re.MULTILINE))
+        assert listed == names, f"`conquer workers` lists {listed}, Flower {names}"
+    with stack.step("docker compose up -d --scale worker=1 --wait: Flower forgets the removed workers"):
+        stack.run("docker compose up -d --scale worker=1 --wait")
         # The dashboard drops a worker --purge_offline_workers=60 s (compose.yaml) after its last
         # heartbeat. (The API's /api/workers is a cache of replies that keeps old names.)
-        names = stack.wait_for_workers(1, within=120, dashboard=True)
+        names = stack.wait_for_workers(1, login(generated), within=120, dashboard=True)
         print(f"    workers: {', '.join(names)}")
+    with stack.step(f"{STOP}, then {UP}: the same passwords"):
+        stack.run(STOP)
+        assert not stack.compose("ps", "--quiet").split(), "containers still run after `down`"
+        stack.run(UP)
+        assert show(stack) == generated, "a restart changed the passwords"
+        check_flower_login(stack, login(generated), WELL_KNOWN)
+    with tempfile.TemporaryDirectory() as directory:
+        dot_env = Path(directory) / ".env"
+        mine = {"REDIS_PASSWORD": secrets.token_urlsafe(16), "FLOWER_PASSWORD": secrets.token_urlsafe(16)}
+        dot_env.write_text("".join(f"{name}={value}\n" for name, value in mine.items()))
+        with stack.step(f"a .env with its own passwords, {RESTART}: they win"):
+            stack.use_env_file(dot_env)
+            stack.run(RESTART)
+            shown = show(stack)
+            assert (shown["REDIS_PASSWORD"], shown["FLOWER_PASSWORD"]) == tuple(mine.values()), shown
+            check_flower_login(stack, login(shown), login(generated))
+            # Redis and the worker were restarted on the new password: the worker still answers.
+            assert re.search(r"^worker@", stack.read(WORKERS), re.MULTILINE)
+            print("    Flower: 401 to the generated password, 200 to the .env's; the worker answers")
 
 
 def main() -> int:
+    readme = (ROOT / "README.md").read_text()
+    drifted = [command for command in README_COMMANDS if command not in readme]
+    if drifted:
+        print(f"compose-test: the README no longer says {drifted}: update README_COMMANDS", file=sys.stderr)
+        return 1
     try:
-        stack = Stack(docker_compose())
+        require_engine()
     except Skip as reason:
-        print(f"compose-test skipped: {reason}.")
-        return 0
+        print(f"compose-test skipped: {reason}.", file=sys.stderr)
+        return SKIPPED
+    stack = Stack()
     failure: BaseException | None = None
     try:
         check(stack)
     except BaseException as error:  # report it after cleaning up, whatever it was
         failure = error
+        stack.diagnose()
     finally:
-        with stack.step("docker compose down -v"):
-            stack("--profile", "cli", "down", "--volumes", "--remove-orphans", "--timeout", "30")
-        left = stack.leftovers()
+        stack.use_env_file(None)
+        with stack.step(REMOVE):
+            stack.run(REMOVE, check=False)
+            left = stack.leftovers()
+            if left:  # what `down -v` missed (a failed step's `run` container, say): say so, then clean
+                stack.compose("--profile", "cli", "down", "--volumes", "--remove-orphans", check=False)
     if left:
-        print(f"left behind: {', '.join(left)}")
+        print(f"left behind by `{REMOVE}`: {', '.join(left)}")
+    if stack.outputs_lost:
+        print(f"outputs lost by the engine and asked again: {stack.outputs_lost}")
     print("timings: " + ", ".join(f"{name}: {seconds:.1f} s" for name, seconds in stack.timings.items()))
     if failure is not None:
+        if not isinstance(failure, AssertionError | RuntimeError):  # not a check's: where it broke
+            traceback.print_exception(failure)
         print(f"compose-test FAILED: {failure}")
         return 1
     return 1 if left else 0

@@ -52,3 +52,25 @@ def rendered(**variables: str) -> dict[str, Any]:
 def unescape(text: str) -> str:
     """What a container sees of a command or healthcheck: compose turns `$$` into `$`."""
     return text.replace("$$", "$")
+
+
+#: Where the services mount the `secrets` volume.
+SECRETS_DIR = "/var/lib/conquer-secrets"
+
+
+def settle_secrets(
+    config: dict[str, Any], directory: Path, *arguments: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """The secrets service's entrypoint (with `arguments` for its command, `settle` by default), run by
+    `sh` on this host against `directory`, which stands in for the volume. `env` is the service's
+    environment as compose would give it; `python` must be on its PATH, as it is in the image."""
+    service = config["services"]["secrets"]
+    script = [unescape(part).replace(SECRETS_DIR, str(directory)) for part in service["entrypoint"]]
+    return subprocess.run(
+        [*script, *(arguments or service["command"])],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

