@@ -20,6 +20,7 @@ import pytest
 
 if TYPE_CHECKING:
     import redis
+    from celery import Celery
 
     from workers.celery_client import Client
     from workers.localstack import LocalStack
@@ -197,3 +198,52 @@ def expire_own_keys(connection: redis.Redis, prefix: str) -> None:
     """Give the session's own keys (and nobody else's) a TTL of a minute on a Redis we did not start."""
     for key in connection.scan_iter(match=f"{prefix}*", count=1000):
         connection.expire(key, 60)
+
+
+# ------------------------------------------------------------------------- keys that never expire
+
+
+def kombu_structures(app: Celery) -> frozenset[str]:
+    """The exact names (after the key prefix) of what kombu's Redis transport keeps without a TTL, by
+    design, for as long as the broker is in use: the app's queues (one list per priority step, present
+    only while they hold messages), the binding tables of the exchanges the app uses (its queues',
+    remote control's and its replies', task events'), their deadlines, and the unacked messages.
+
+    Exact names, never prefixes: `conquer` is the queue, while `conquer:job:...` is the project's own
+    progress and must expire. Names are built from kombu's own constants, so a kombu that renames
+    them makes this list wrong loudly (its keys show up as never expiring), not silently."""
+    from kombu.transport.redis import Channel
+
+    control = app.conf.control_exchange
+    exchanges = {queue.exchange.name for queue in app.amqp.queues.values()}
+    exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", app.conf.event_exchange}
+    queues = {
+        # kombu's Channel._q_for_pri: priority 0 is the queue's own name, step P is `name<sep>P`.
+        f"{queue}{Channel.sep}{step}" if step else queue
+        for queue in app.amqp.queues
+        for step in Channel.priority_steps
+    }
+    tables = {
+        template % exchange
+        for template in (Channel.keyprefix_queue, Channel.keyprefix_binding_permanent)
+        for exchange in exchanges
+    }
+    unacked = {Channel.unacked_key, Channel.unacked_index_key, Channel.keyprefix_binding_deadlines}
+    return frozenset(queues | tables | unacked)
+
+
+def keys_by_ttl(connection: redis.Redis, app: Celery) -> tuple[list[str], list[str]]:
+    """The keys under `app`'s key prefix: (those with a TTL, those without one that are not one of
+    kombu's structures). After a job the second list must be empty: every key a job makes expires."""
+    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+    assert prefix, "without a key prefix of its own, a stack's keys cannot be told from others'"
+    exempt = kombu_structures(app)
+    expiring, forever = [], []
+    for raw in connection.scan_iter(match=f"{prefix}*", count=1000):
+        key = raw.decode()
+        ttl = connection.ttl(key)
+        if ttl >= 0:
+            expiring.append(key)
+        elif ttl == -1 and key.removeprefix(prefix) not in exempt:  # -2: gone since the scan
+            forever.append(key)
+    return expiring, forever

@@ -20,11 +20,10 @@ from pathlib import Path
 import redis
 
 from tasks import Job, check
-from tasks.celery_app import redis_prefix
 from tasks.progress import SUCCESS
 from tasks.settings import Settings
+from tests.conftest import keys_by_ttl
 from tests.redis_server import redis_server
-from tests.workers.test_celery_chord import BROKER_STRUCTURES
 from workers.celery_client import Client
 from workers.localstack import local_stack
 
@@ -87,18 +86,6 @@ def settled_memory(connection: redis.Redis) -> int:
     return min(readings)
 
 
-def expiring_keys(connection: redis.Redis, prefix: str) -> tuple[list[str], list[str]]:
-    """The stack's keys: (those with a TTL, those without one that are not kombu's own structures)."""
-    expiring, forever = [], []
-    for raw in connection.scan_iter(match=f"{prefix}*", count=1000):
-        key = raw.decode()
-        if connection.ttl(key) >= 0:
-            expiring.append(key)
-        elif not key.removeprefix(prefix).startswith(BROKER_STRUCTURES):
-            forever.append(key)
-    return expiring, forever
-
-
 def expire_now(connection: redis.Redis, keys: list[str]) -> None:
     """What the keys' TTLs will do anyway, now: a test cannot wait a day (or even a minute)."""
     for start in range(0, len(keys), 500):
@@ -112,13 +99,12 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
         server.client() as connection,
         local_stack(settings.with_broker(server.url), workers=2) as stack,
     ):
-        prefix = redis_prefix(stack.settings)
         # One job first, so that what every job shares (kombu's bindings, the Lua scripts, the
         # workers' connections) is in place before the starting point is measured.
         client = Client(stack.app, stack.settings)
         warm_up = Job("sum", 1_000, 4)
         assert client.wait(client.submit(warm_up), 60).value == check(warm_up)
-        expire_now(connection, expiring_keys(connection, prefix)[0])
+        expire_now(connection, keys_by_ttl(connection, stack.app)[0])
         before = settled_memory(connection)
 
         shares = [SIZES[index::CLIENTS] for index in range(CLIENTS)]
@@ -153,7 +139,7 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
         ]
         assert wrong == []
 
-        expiring, forever = expiring_keys(connection, prefix)
+        expiring, forever = keys_by_ttl(connection, stack.app)
         assert forever == []
         held = sum(int(connection.memory_usage(key) or 0) for key in expiring)
         expire_now(connection, expiring)
