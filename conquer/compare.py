@@ -21,6 +21,8 @@ class Row:
     plan: Plan
     walls: list[float] = field(default_factory=list)
     verified: bool = True
+    #: An answer that did not match the check (the last one, if repeats differ), for the error line.
+    wrong_answer: int | None = None
     error: str | None = None
     #: What the executor set up once for all repeats (the Celery stack), or None.
     deployment: dict[str, Any] | None = None
@@ -71,6 +73,8 @@ def compare(
                     else:
                         row.walls.append(report.wall_s)
                         row.verified = row.verified and report.verified
+                        if not report.verified:
+                            row.wrong_answer = report.value
                 if on_run:
                     on_run(row.plan)
     return rows
