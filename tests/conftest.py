@@ -1,8 +1,17 @@
-"""Fixtures every test shares: the real `conquer` entry point, a check that no test leaves a child
-process or thread behind, and one real Celery stack (Redis + worker processes) for the session."""
+"""Fixtures every test shares: the real `conquer` entry point, a check that no test leaves a process or
+thread behind, one real Celery stack (Redis + worker processes) for the session, and the check that
+every Redis key a job makes expires.
+
+"No process left behind" covers grandchildren too: on Linux the test process is made a *child
+subreaper* (`prctl(PR_SET_CHILD_SUBREAPER)`), so a process orphaned by a `conquer` subprocess — its
+parent exited and left it running — is reparented to pytest instead of to init, where the check sees
+it. Elsewhere (macOS, Windows) there is no such call: an orphan goes to init (launchd) and only
+pytest's own descendants are checked; the pytest header says so.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
@@ -11,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +60,32 @@ def conquer(
     )
 
 
+#: prctl(2) option: orphaned descendants are reparented to this process, not to init (Linux >= 3.4).
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants; False where the OS cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    return True
+
+
+#: Whether orphans come back to this process (set once, in pytest_configure).
+SUBREAPER = pytest.StashKey[bool]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.stash[SUBREAPER]:
+        return "leftover check: child subreaper, orphaned grandchildren are seen too"
+    return "leftover check: no child subreaper on this OS, only pytest's own descendants are seen"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SUBREAPER] = become_subreaper()
     # A run started in the background by a non-interactive shell (`make test &`) inherits SIGINT
     # *ignored*, and an ignored signal stays ignored across exec: every `conquer` the tests start
     # would be deaf to the Ctrl-C they send it. A handled signal is reset to the default on exec, so
@@ -72,18 +107,40 @@ def fresh_python(code: str) -> str:
 
 
 def workers_alive() -> list[psutil.Process]:
+    """Every live descendant of this process (orphans included, see the module's docstring) that is
+    neither part of the session's stacks nor one of multiprocessing's helpers of this interpreter.
+    Zombies are not alive: they are reaped on the way."""
+    reap_zombies()
     alive = []
     session = session_tree()
     for child in psutil.Process().children(recursive=True):
         if child.pid in session:
             continue
         try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
             command = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         if not any(helper in command for helper in INTERPRETER_HELPERS):
             alive.append(child)
     return alive
+
+
+def reap_zombies() -> None:
+    """Collect the exit status of children that died unwaited for: orphans reparented to this
+    subreaper, whose parent is gone and can never wait for them. Only zombies, by pid (never
+    `waitpid(-1)`, which could take the status a live Popen or multiprocessing object is owed), and
+    never a session process (its owner reads its exit status)."""
+    session = session_tree()
+    for child in psutil.Process().children():
+        try:
+            zombie = child.pid not in session and child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            continue
+        if zombie:
+            with suppress(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
 
 
 def session_tree() -> set[int]:
@@ -133,13 +190,35 @@ def no_leftovers() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = {child.pid for child in workers_alive()}
     yield
+
+    def left() -> list[psutil.Process]:
+        return [child for child in workers_alive() if child.pid not in children_before]
+
     # A worker that was just told to exit may need a moment to be reaped; 5 s is far beyond that.
-    wait_until(
-        lambda: not [c for c in workers_alive() if c.pid not in children_before],
-        5,
-        "child processes left behind",
-    )
+    deadline = time.monotonic() + 5
+    while leftovers := left():
+        if time.monotonic() > deadline:
+            described = "; ".join(describe(process) for process in leftovers)
+            kill_all(leftovers)  # the test fails, and leaves nothing running
+            pytest.fail(f"child processes left behind: {described}")
+        time.sleep(0.05)
     wait_until(lambda: not set(threading.enumerate()) - threads_before, 5, "threads left behind")
+
+
+def describe(process: psutil.Process) -> str:
+    try:
+        return f"pid {process.pid} (parent {process.ppid()}): {' '.join(process.cmdline())[:200]}"
+    except psutil.Error:
+        return f"pid {process.pid} (gone)"
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    """SIGKILL each of `processes` (by pid, all ours) and collect their exit statuses."""
+    for process in processes:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=5)
+    reap_zombies()
 
 
 # ------------------------------------------------------------------------------ the Celery stack
