@@ -3,8 +3,9 @@
 no key without a TTL but kombu's own, and Redis's memory back near where it started once the keys'
 TTLs have run out.
 
-The wall time (first submit to last answer) is printed (`pytest -s`); only a generous deadline is
-asserted.
+The wall time (first submit to last answer) is printed (`pytest -s`) and asserted against the
+README's bound, LOAD_BOUND_S — apart from the deadline of the waits, which only keeps a broken run
+from hanging.
 """
 
 from __future__ import annotations
@@ -35,8 +36,14 @@ CLIENTS = 4
 #: wrong job could not pass for the right one.
 SIZES = [16_000 + job for job in range(JOBS)]
 
-#: A generous deadline for the whole load (on 2 busy cores it takes a fraction of it).
+#: A deadline for the waits: a broken run fails here instead of hanging (it is not the bound).
 LOAD_DEADLINE_S = 120
+
+#: The README's bound on the wall time, first submit to last answer: 800 chunks cost about 3 ms of
+#: CPU each across the client, the workers and Redis, so the load is CPU-bound and its wall time
+#: grows with whatever else the 2 cores run. Measured on the 2-core VM: 2.5-3.1 s quiet; 5.4-12.8 s in 7
+#: runs at load 2-9 (other test suites running). The bound allows about twice the worst of those.
+LOAD_BOUND_S = 30
 
 #: One client process: it submits its share of the jobs one after the other without waiting, so all
 #: of them are in flight together, then waits for each and prints one JSON line per job.
@@ -150,3 +157,4 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
             f"{after} B once they were gone ({after - before:+d} B)"
         )
         assert after - before < MEMORY_TOLERANCE
+        assert wall <= LOAD_BOUND_S
