@@ -61,6 +61,15 @@ class ConquerGroup(click.Group):
         sys.exit(status if isinstance(status, int) else 0)
 
 
+def wrong_answer(answer: str, expected: int, check_method: str, job_id: str | None = None) -> Failure:
+    """Exit 7's one line: the answer, and what the independent check says instead."""
+    job = f"job {job_id}: " if job_id else ""
+    return Failure(
+        f"{job}wrong answer: {answer} does not match the independent check, {expected} ({check_method})",
+        ExitCode.WRONG_ANSWER,
+    )
+
+
 def fail(message: str, code: int) -> None:
     click.echo(" ".join(message.split()), err=True)
     sys.exit(code)
@@ -254,7 +263,9 @@ def run(
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:
         render.report(report, verbose)
-    return ExitCode.OK if report.verified else ExitCode.WRONG_ANSWER
+    if not report.verified:
+        raise wrong_answer(str(report.value), report.expected, report.check_method)
+    return ExitCode.OK
 
 
 EPILOG_COMPARE = """\b
@@ -288,6 +299,7 @@ Examples:
     default=None,
     help="Start method for processes, or 'all' [default: the platform's].",
 )
+@click.option("--fault", callback=fault_option, default=None, metavar="SPEC", help=faults.HELP)
 def compare(
     kind: str,
     n: int,
@@ -298,13 +310,15 @@ def compare(
     repeats: int,
     executors: str | None,
     start_method: str | None,
+    fault: str | None,
 ) -> int:
     """Run job KIND over 1..N on every executor and IPC, and compare their times."""
     import workers as executor_registry
     from conquer import compare as comparing
     from conquer import render
+    from tasks import check
 
-    job = build_job(kind, n, chunks, latency)
+    job = build_job(kind, n, chunks, latency, fault=fault)
     if workers is not None and not 1 <= workers <= executor_registry.WORKERS_MAX:
         # Checked here too: when only serial runs, no plan ever looks at --workers.
         raise click.UsageError(
@@ -332,7 +346,14 @@ def compare(
     results = summary["results"]
     if any(row["error"] for row in results):
         return ExitCode.JOB_FAILED
-    return ExitCode.OK if all(row["verified"] for row in results) else ExitCode.WRONG_ANSWER
+    wrong: dict[int, list[str]] = {}
+    for row in rows:
+        if row.wrong_answer is not None:
+            wrong.setdefault(row.wrong_answer, []).append(comparing.label(row.plan))
+    if wrong:
+        answers = ", ".join(f"{value} from {', '.join(labels)}" for value, labels in wrong.items())
+        raise wrong_answer(answers, check(job), job.spec.check_method)
+    return ExitCode.OK
 
 
 cli.add_command(demo)

@@ -77,6 +77,8 @@ class Measured:
     runs: list[Sample] = field(default_factory=list)
     verified: bool = True
     mismatch: str | None = None
+    #: The answer that did not match the check, for `conquer compare`'s exit-7 line.
+    wrong_answer: int | None = None
     error: str | None = None
     #: What the executor set up once for all runs (the Celery stack), or None.
     deployment: dict[str, Any] | None = None
@@ -130,6 +132,7 @@ def run_once(row: Measured, made: Deployed, meter: Meter) -> None:
         return
     if not report.verified:
         row.verified = False
+        row.wrong_answer = report.value
         row.mismatch = f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
         return
     row.runs.append(meter.stop(report.wall_s))

@@ -259,7 +259,11 @@ def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
         out.print(f"  check   {expected}  ({status.job.spec.check_method})  {render.verdict(verified)}")
         out.print(f"  wall    {(status.finished or 0) - status.submitted:.3f} s (submitted → combined)")
         out.print(f"  workers {_workers_line(status)}")
-    return ExitCode.OK if verified else ExitCode.WRONG_ANSWER
+    if not verified:
+        from conquer.cli import wrong_answer
+
+        raise wrong_answer(str(status.value), expected, status.job.spec.check_method, status.job_id)
+    return ExitCode.OK
 
 
 def _workers_line(status: JobStatus) -> str:

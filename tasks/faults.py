@@ -1,4 +1,4 @@
-"""Fault injection: make the chunk holding one item fail, fail for a while, or stall — on purpose.
+"""Fault injection: make the chunk holding one item fail, fail for a while, stall, or lie — on purpose.
 
 A fault travels inside the job's messages as a spec of a few bytes (its size never grows with n), and
 strikes only the chunk whose range holds its item:
@@ -14,6 +14,10 @@ strikes only the chunk whose range holds its item:
   executors have no time limit: the run just takes S seconds longer.
 - ``stuck:S@ITEM``: as slow, but swallowing every exception meant to stop it. Through Celery only the
   hard time limit ends it, by killing the pool process (which Celery replaces). In-host, it is slow.
+- ``corrupt@ITEM``: the chunk returns a wrong partial (one more than the right one) and raises nothing:
+  the bug no executor can see. Only the independent check catches it — every command that prints an
+  answer then exits 7 (WRONG_ANSWER), naming the answer and the check. It is how the tests prove
+  that exit 7 is reachable, and how a user can see that the ✓ beside every answer is a real check.
 
 `stuck` is the chunk written with ``except BaseException: pass`` around its work: the soft limit's
 exception never gets out, and only the hard limit (a signal from outside) ends it.
@@ -25,6 +29,7 @@ Usage::
     fault = parse("transient:2@600")
     fault.spec                         # 'transient:2@600', what the messages carry
     strike(chunk.fault, chunk.start, chunk.stop, attempt=0)   # at the start of a chunk
+    corrupt(chunk.fault, chunk.start, chunk.stop, partial)    # on the partial it computed
 """
 
 from __future__ import annotations
@@ -34,8 +39,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-FAIL, TRANSIENT, SLOW, STUCK = "fail", "transient", "slow", "stuck"
-MODES = (FAIL, TRANSIENT, SLOW, STUCK)
+FAIL, TRANSIENT, SLOW, STUCK, CORRUPT = "fail", "transient", "slow", "stuck", "corrupt"
+MODES = (FAIL, TRANSIENT, SLOW, STUCK, CORRUPT)
+#: The modes that take no amount (written MODE@ITEM).
+PLAIN = (FAIL, CORRUPT)
 
 #: A transient fault fails at most this many attempts (the Celery retry cap is far lower: a bigger
 #: K shows what happens when a fault outlasts the retries).
@@ -44,14 +51,15 @@ ATTEMPTS_MAX = 100
 #: worth testing, short enough that a forgotten fault in an in-host run ends by itself.
 SECONDS_MAX = 600.0
 
-SYNTAX = "fail@ITEM, transient:K@ITEM, slow:S@ITEM or stuck:S@ITEM"
+SYNTAX = "fail@ITEM, transient:K@ITEM, slow:S@ITEM, stuck:S@ITEM or corrupt@ITEM"
 
 #: What `--fault` does, as `conquer run --help` and `conquer submit --help` say it.
 HELP = (
     "Fault injection for the chunk holding ITEM: fail@ITEM raises; transient:K@ITEM raises on its "
     "first K attempts (Celery retries it with backoff; in-host executors don't retry); slow:S@ITEM "
     "sleeps S s first (over Celery's chunk time limit it fails cleanly); stuck:S@ITEM sleeps S s "
-    "ignoring the soft time limit, so Celery's hard limit kills its process."
+    "ignoring the soft time limit, so Celery's hard limit kills its process; corrupt@ITEM returns a "
+    "wrong partial, which only the independent check catches (exit 7)."
 )
 
 
@@ -74,7 +82,7 @@ class TransientFault(RuntimeError):
 @dataclass(frozen=True, slots=True)
 class Fault:
     """One injected fault: `mode` strikes the chunk holding `item`. `amount` is the number of failing
-    attempts (transient) or the seconds to stall (slow, stuck); unused for fail."""
+    attempts (transient) or the seconds to stall (slow, stuck); unused for fail and corrupt."""
 
     mode: str
     item: int
@@ -83,8 +91,8 @@ class Fault:
     @property
     def spec(self) -> str:
         """The canonical text of the fault, as the messages carry it."""
-        if self.mode == FAIL:
-            return f"{FAIL}@{self.item}"
+        if self.mode in PLAIN:
+            return f"{self.mode}@{self.item}"
         return f"{self.mode}:{self.amount:g}@{self.item}"
 
     def holds(self, start: int, stop: int) -> bool:
@@ -106,10 +114,10 @@ def parse(text: str, *, number: Callable[[str], int] = int) -> Fault:
         item = number(item_text.strip())
     except ValueError:
         raise FaultError(f"fault {text!r}: ITEM must be a whole number, got {item_text.strip()!r}") from None
-    if mode == FAIL:
+    if mode in PLAIN:
         if colon:
-            raise FaultError(f"fault {text!r}: fail takes no amount (write fail@ITEM)")
-        return Fault(FAIL, item)
+            raise FaultError(f"fault {text!r}: {mode} takes no amount (write {mode}@ITEM)")
+        return Fault(mode, item)
     if not colon:
         what = "K, the attempts that fail" if mode == TRANSIENT else "S, the seconds to stall"
         raise FaultError(f"fault {text!r}: {mode} needs {what} (write {mode}:N@ITEM)")
@@ -145,7 +153,9 @@ def striking(spec: str | None, start: int, stop: int) -> Fault | None:
 
 def trip(fault: Fault, attempt: int) -> float:
     """Raise the fault's error if this `attempt` (0 = the first run) must fail; otherwise return the
-    seconds the chunk must stall before computing (0 for none)."""
+    seconds the chunk must stall before computing (0 for none; corrupt strikes only after it)."""
+    if fault.mode == CORRUPT:
+        return 0.0
     if fault.mode == FAIL:
         raise InjectedFault(f"injected fault at item {fault.item}")
     if fault.mode == TRANSIENT:
@@ -182,6 +192,14 @@ async def strike_async(spec: str | None, start: int, stop: int, *, attempt: int 
         import asyncio
 
         await asyncio.sleep(seconds)
+
+
+def corrupt(spec: str | None, start: int, stop: int, partial: int) -> int:
+    """The partial the chunk [start, stop) returns: `partial`, or one more if the job's fault is
+    ``corrupt`` and strikes this chunk. The same wrong value on every attempt, as a real bug would
+    give, so a chunk run twice (redelivered) still agrees with itself."""
+    fault = striking(spec, start, stop)
+    return partial + 1 if fault is not None and fault.mode == CORRUPT else partial
 
 
 def _stall_ignoring_everything(seconds: float) -> None:

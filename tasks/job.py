@@ -139,9 +139,11 @@ def split(job: Job) -> list[Chunk]:
 
 def run_chunk(chunk: Chunk, attempt: int = 0) -> int:
     """Compute one chunk's partial result. If it holds the job's fault, the fault strikes first
-    (raises or stalls; `attempt` is how many times this chunk ran before, for transient faults)."""
+    (raises or stalls; `attempt` is how many times this chunk ran before, for transient faults), or
+    on the partial (corrupt)."""
     faults.strike(chunk.fault, chunk.start, chunk.stop, attempt=attempt)
-    return kinds.KINDS[chunk.kind].compute(chunk.start, chunk.stop, chunk.latency)
+    partial = kinds.KINDS[chunk.kind].compute(chunk.start, chunk.stop, chunk.latency)
+    return faults.corrupt(chunk.fault, chunk.start, chunk.stop, partial)
 
 
 async def run_chunk_async(chunk: Chunk) -> int:
@@ -149,7 +151,8 @@ async def run_chunk_async(chunk: Chunk) -> int:
     if not kinds.KINDS[chunk.kind].io_bound:
         raise JobError(f"{chunk.kind} is CPU-bound: a coroutine would block the event loop")
     await faults.strike_async(chunk.fault, chunk.start, chunk.stop)
-    return await kinds.download_range_async(chunk.start, chunk.stop, chunk.latency)
+    partial = await kinds.download_range_async(chunk.start, chunk.stop, chunk.latency)
+    return faults.corrupt(chunk.fault, chunk.start, chunk.stop, partial)
 
 
 def combine(kind: str, partials: list[int]) -> int:

@@ -1,8 +1,17 @@
-"""Fixtures every test shares: the real `conquer` entry point, a check that no test leaves a child
-process or thread behind, and one real Celery stack (Redis + worker processes) for the session."""
+"""Fixtures every test shares: the real `conquer` entry point, a check that no test leaves a process or
+thread behind, one real Celery stack (Redis + worker processes) for the session, and the check that
+every Redis key a job makes expires.
+
+"No process left behind" covers grandchildren too: on Linux the test process is made a *child
+subreaper* (`prctl(PR_SET_CHILD_SUBREAPER)`), so a process orphaned by a `conquer` subprocess — its
+parent exited and left it running — is reparented to pytest instead of to init, where the check sees
+it. Elsewhere (macOS, Windows) there is no such call: an orphan goes to init (launchd) and only
+pytest's own descendants are checked; the pytest header says so.
+"""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 import signal
@@ -11,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +30,7 @@ import pytest
 
 if TYPE_CHECKING:
     import redis
+    from celery import Celery
 
     from workers.celery_client import Client
     from workers.localstack import LocalStack
@@ -49,7 +60,32 @@ def conquer(
     )
 
 
+#: prctl(2) option: orphaned descendants are reparented to this process, not to init (Linux >= 3.4).
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def become_subreaper() -> bool:
+    """Make this process the reaper of its orphaned descendants; False where the OS cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(ctypes.get_errno())}")
+    return True
+
+
+#: Whether orphans come back to this process (set once, in pytest_configure).
+SUBREAPER = pytest.StashKey[bool]()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.stash[SUBREAPER]:
+        return "leftover check: child subreaper, orphaned grandchildren are seen too"
+    return "leftover check: no child subreaper on this OS, only pytest's own descendants are seen"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.stash[SUBREAPER] = become_subreaper()
     # A run started in the background by a non-interactive shell (`make test &`) inherits SIGINT
     # *ignored*, and an ignored signal stays ignored across exec: every `conquer` the tests start
     # would be deaf to the Ctrl-C they send it. A handled signal is reset to the default on exec, so
@@ -71,18 +107,40 @@ def fresh_python(code: str) -> str:
 
 
 def workers_alive() -> list[psutil.Process]:
+    """Every live descendant of this process (orphans included, see the module's docstring) that is
+    neither part of the session's stacks nor one of multiprocessing's helpers of this interpreter.
+    Zombies are not alive: they are reaped on the way."""
+    reap_zombies()
     alive = []
     session = session_tree()
     for child in psutil.Process().children(recursive=True):
         if child.pid in session:
             continue
         try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
             command = " ".join(child.cmdline())
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
         if not any(helper in command for helper in INTERPRETER_HELPERS):
             alive.append(child)
     return alive
+
+
+def reap_zombies() -> None:
+    """Collect the exit status of children that died unwaited for: orphans reparented to this
+    subreaper, whose parent is gone and can never wait for them. Only zombies, by pid (never
+    `waitpid(-1)`, which could take the status a live Popen or multiprocessing object is owed), and
+    never a session process (its owner reads its exit status)."""
+    session = session_tree()
+    for child in psutil.Process().children():
+        try:
+            zombie = child.pid not in session and child.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            continue
+        if zombie:
+            with suppress(ChildProcessError):
+                os.waitpid(child.pid, os.WNOHANG)
 
 
 def session_tree() -> set[int]:
@@ -132,13 +190,35 @@ def no_leftovers() -> Iterator[None]:
     threads_before = set(threading.enumerate())
     children_before = {child.pid for child in workers_alive()}
     yield
+
+    def left() -> list[psutil.Process]:
+        return [child for child in workers_alive() if child.pid not in children_before]
+
     # A worker that was just told to exit may need a moment to be reaped; 5 s is far beyond that.
-    wait_until(
-        lambda: not [c for c in workers_alive() if c.pid not in children_before],
-        5,
-        "child processes left behind",
-    )
+    deadline = time.monotonic() + 5
+    while leftovers := left():
+        if time.monotonic() > deadline:
+            described = "; ".join(describe(process) for process in leftovers)
+            kill_all(leftovers)  # the test fails, and leaves nothing running
+            pytest.fail(f"child processes left behind: {described}")
+        time.sleep(0.05)
     wait_until(lambda: not set(threading.enumerate()) - threads_before, 5, "threads left behind")
+
+
+def describe(process: psutil.Process) -> str:
+    try:
+        return f"pid {process.pid} (parent {process.ppid()}): {' '.join(process.cmdline())[:200]}"
+    except psutil.Error:
+        return f"pid {process.pid} (gone)"
+
+
+def kill_all(processes: list[psutil.Process]) -> None:
+    """SIGKILL each of `processes` (by pid, all ours) and collect their exit statuses."""
+    for process in processes:
+        with suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(processes, timeout=5)
+    reap_zombies()
 
 
 # ------------------------------------------------------------------------------ the Celery stack
@@ -197,3 +277,52 @@ def expire_own_keys(connection: redis.Redis, prefix: str) -> None:
     """Give the session's own keys (and nobody else's) a TTL of a minute on a Redis we did not start."""
     for key in connection.scan_iter(match=f"{prefix}*", count=1000):
         connection.expire(key, 60)
+
+
+# ------------------------------------------------------------------------- keys that never expire
+
+
+def kombu_structures(app: Celery) -> frozenset[str]:
+    """The exact names (after the key prefix) of what kombu's Redis transport keeps without a TTL, by
+    design, for as long as the broker is in use: the app's queues (one list per priority step, present
+    only while they hold messages), the binding tables of the exchanges the app uses (its queues',
+    remote control's and its replies', task events'), their deadlines, and the unacked messages.
+
+    Exact names, never prefixes: `conquer` is the queue, while `conquer:job:...` is the project's own
+    progress and must expire. Names are built from kombu's own constants, so a kombu that renames
+    them makes this list wrong loudly (its keys show up as never expiring), not silently."""
+    from kombu.transport.redis import Channel
+
+    control = app.conf.control_exchange
+    exchanges = {queue.exchange.name for queue in app.amqp.queues.values()}
+    exchanges |= {f"{control}.pidbox", f"reply.{control}.pidbox", app.conf.event_exchange}
+    queues = {
+        # kombu's Channel._q_for_pri: priority 0 is the queue's own name, step P is `name<sep>P`.
+        f"{queue}{Channel.sep}{step}" if step else queue
+        for queue in app.amqp.queues
+        for step in Channel.priority_steps
+    }
+    tables = {
+        template % exchange
+        for template in (Channel.keyprefix_queue, Channel.keyprefix_binding_permanent)
+        for exchange in exchanges
+    }
+    unacked = {Channel.unacked_key, Channel.unacked_index_key, Channel.keyprefix_binding_deadlines}
+    return frozenset(queues | tables | unacked)
+
+
+def keys_by_ttl(connection: redis.Redis, app: Celery) -> tuple[list[str], list[str]]:
+    """The keys under `app`'s key prefix: (those with a TTL, those without one that are not one of
+    kombu's structures). After a job the second list must be empty: every key a job makes expires."""
+    prefix = app.conf.broker_transport_options.get("global_keyprefix", "")
+    assert prefix, "without a key prefix of its own, a stack's keys cannot be told from others'"
+    exempt = kombu_structures(app)
+    expiring, forever = [], []
+    for raw in connection.scan_iter(match=f"{prefix}*", count=1000):
+        key = raw.decode()
+        ttl = connection.ttl(key)
+        if ttl >= 0:
+            expiring.append(key)
+        elif ttl == -1 and key.removeprefix(prefix) not in exempt:  # -2: gone since the scan
+            forever.append(key)
+    return expiring, forever

@@ -1,8 +1,13 @@
-"""A Redis server of a test's own, which the test may stop, restart and configure (AOF, password).
+"""A Redis server of a test's own, which the test may stop, crash, restart and configure (AOF, password).
 
 The session's shared Redis (REDIS_URL or the embedded one) must never be restarted under the other
 tests; drills that take the broker away use one of these instead. It runs the same binary the
 embedded stack runs (`workers.localstack.redis_server_binary`), on a free TCP port of 127.0.0.1.
+
+With `appendonly`, it persists as the compose stack's Redis does: an append-only file fsynced every
+second (`appendfsync everysec`, compose.yaml). `stop()` is a clean stop (SIGTERM: Redis writes and
+fsyncs its AOF first, as on `docker compose restart`); `crash()` is SIGKILL (an OOM kill, `docker
+kill`): Redis gets no chance to do anything.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ class RedisServer:
     port: int
     password: str | None = None
     appendonly: bool = False
+    binary: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -42,7 +48,7 @@ class RedisServer:
         """Start the server (again) on the same port and directory, and wait until it answers."""
         # fmt: off
         command = [
-            redis_server_binary(), "-",  # the configuration comes on stdin: no password in argv
+            self.binary or redis_server_binary(), "-",  # the configuration on stdin: no password in argv
         ]
         config = "\n".join([
             f"port {self.port}",
@@ -50,7 +56,7 @@ class RedisServer:
             f"dir {self.directory}",
             'save ""',
             f"appendonly {'yes' if self.appendonly else 'no'}",
-            "appendfsync always" if self.appendonly else "",
+            "appendfsync everysec" if self.appendonly else "",
             "maxmemory-policy noeviction",
             "loglevel warning",
             f"logfile {self.directory / 'redis.log'}",
@@ -76,7 +82,7 @@ class RedisServer:
             client.close()
 
     def stop(self) -> None:
-        """Stop the server the way a crash or `docker restart` would (SIGKILL after SIGTERM's grace)."""
+        """Stop the server the way `docker restart` would (SIGKILL after SIGTERM's grace)."""
         if self.process and self.process.poll() is None:
             self.process.terminate()
             try:
@@ -86,8 +92,18 @@ class RedisServer:
                 self.process.wait(timeout=10)
         self.process = None
 
-    def restart(self) -> None:
-        self.stop()
+    def crash(self) -> None:
+        """Kill the server at once (SIGKILL): no shutdown, no last write of its AOF."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self, *, crash: bool = False) -> None:
+        if crash:
+            self.crash()
+        else:
+            self.stop()
         self.start()
 
     def log_tail(self, lines: int = 5) -> str:
@@ -97,10 +113,16 @@ class RedisServer:
 
 @contextmanager
 def redis_server(
-    directory: Path, *, password: str | None = None, appendonly: bool = False, started: bool = True
+    directory: Path,
+    *,
+    password: str | None = None,
+    appendonly: bool = False,
+    started: bool = True,
+    binary: str | None = None,
 ) -> Iterator[RedisServer]:
-    """A private Redis in `directory` (a pytest tmp_path), stopped on the way out whatever happened."""
-    server = RedisServer(directory, free_port(), password, appendonly)
+    """A private Redis in `directory` (a pytest tmp_path), stopped on the way out whatever happened;
+    `binary` is the redis-server to run (default: the embedded stack's)."""
+    server = RedisServer(directory, free_port(), password, appendonly, binary)
     try:
         if started:
             server.start()

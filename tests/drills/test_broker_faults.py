@@ -3,7 +3,8 @@ in the middle of a submit. Each runs real `celery worker` processes against a pr
 (`tests/redis_server.py`) the drill may stop and start, and ends in the exact, independently checked
 answer or in one clear line and a documented exit code — never a hang or a traceback.
 
-Timings are printed (`pytest -s`) for the README's guarantees; only generous deadlines are asserted.
+Timings are printed (`pytest -s`); each time the README promises is asserted on its own, apart from
+the deadlines of the waits, which only keep a broken run from hanging.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psutil
+import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
@@ -58,8 +60,11 @@ def drill_settings(server: RedisServer) -> Settings:
 
 
 @contextmanager
-def drill_stack(server: RedisServer, *, wait: bool = True) -> Iterator[tuple[LocalStack, Client]]:
-    with local_stack(drill_settings(server), workers=2, wait=wait) as stack:
+def drill_stack(
+    server: RedisServer, *, wait: bool = True, settings: Settings | None = None
+) -> Iterator[tuple[LocalStack, Client]]:
+    """Two workers on `server` (with `settings`, or the drill's own), stopped on the way out."""
+    with local_stack(settings or drill_settings(server), workers=2, wait=wait) as stack:
         yield stack, Client(stack.app, stack.settings)
 
 
@@ -102,8 +107,28 @@ def assert_new_job_succeeds(env: dict[str, str]) -> None:
 
 # ------------------------------------------------------------------------ 3. Redis restarted mid-job
 
+#: Workers retry a lost broker connection after 2, 4, 6 ... s (kombu's `ensure_connection`
+#: defaults): after an outage shorter than the first interval they consume again at most that long
+#: after Redis answers. The margin covers fetching a chunk and starting it in a pool process. Measured,
+#: Redis answering again -> the first chunk started, at load 7-10 on the 2-core VM: 0.3-2.0 s after a
+#: SIGTERM, 0.0-2.0 s after a SIGKILL (5 runs each; 2.0 whenever the first retry came too early).
+RECONNECT_S = 2.0
+RESUME_MARGIN_S = 1.5
 
-def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: Path) -> None:
+#: A client waiting through an outage exits 3 at its --timeout, counted from its submit; this margin
+#: covers sending the chunks after the job's record is seen, its last try, and printing its line.
+#: Measured, submit seen -> exit: 0.1-0.3 s past the deadline in 6 runs at load 5-7.
+EXIT_MARGIN_S = 1.5
+
+
+@pytest.mark.parametrize("crash", [False, True], ids=["SIGTERM", "SIGKILL"])
+def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: Path, crash: bool) -> None:
+    """As the compose stack runs Redis (AOF, fsync every second), restarted cleanly (SIGTERM, as by
+    `docker compose restart`) or crashed (SIGKILL, as by the OOM killer): either way nothing is lost —
+    Redis writes every command to its AOF before it answers, and only the fsync waits for the next
+    second, which matters only if the whole host goes down. Chunks running at the restart may run
+    twice (their worker gives their unacknowledged messages back when its connection drops); the
+    answer is exact and the combine step runs once."""
     with redis_server(tmp_path, appendonly=True) as server, drill_stack(server) as (stack, client):
         env = stack.settings.to_env()
         submitted = conquer("submit", *SLOW_JOB_ARGS, env=env, timeout=60)
@@ -120,8 +145,8 @@ def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: 
             wait_until(lambda: waiting_on(waiting, server), 60, "`conquer result` never began waiting")
             wait_until(lambda: done(client, job_id) >= 2, 60, "the job never got going")
             before = done(client, job_id)
-            restarted = time.time()
-            server.restart()  # with AOF (appendfsync always): the queue and the chord survive
+            server.restart(crash=crash)
+            answering = time.time()
             stdout, stderr = waiting.communicate(timeout=RECOVERY_S + 30)
         finally:
             waiting.kill()
@@ -132,10 +157,28 @@ def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: 
         assert report["value"] == check(SLOW_JOB)
         assert report["verified"] is True
         # Mid-job for real: chunks ran after Redis came back.
-        assert any(chunk["started"] > restarted for chunk in report["chunk_results"])
-        recovered = report["finished"] - restarted
-        print(f"\n[drill 3] restart at {before}/16 chunks done: the job was done {recovered:.1f} s later")
+        resumed = min(chunk["started"] for chunk in report["chunk_results"] if chunk["started"] > answering)
+        recovered = report["finished"] - answering
+        # A chunk whose message went back to the queue may run again, even after the job is done:
+        # once the broker holds nothing more, the combine step has still run exactly once.
+        wait_until(lambda: broker_idle(server, stack), 60, "the broker still holds messages")
+        final = client.status(job_id)
+        print(
+            f"\n[drill 3] {'SIGKILL' if crash else 'SIGTERM'} at {before}/16 chunks done: chunks ran again "
+            f"{resumed - answering:.1f} s after Redis answered, the job was done {recovered:.1f} s after; "
+            f"{final.attempts - SLOW_JOB.chunks} chunk(s) ran twice"
+        )
+        assert (final.value, final.combines) == (check(SLOW_JOB), 1)
+        assert final.attempts >= SLOW_JOB.chunks
+        assert resumed - answering <= RECONNECT_S + RESUME_MARGIN_S  # the README's bound
         assert_new_job_succeeds(env)
+
+
+def broker_idle(server: RedisServer, stack: LocalStack) -> bool:
+    """Nothing queued, nothing taken and unacknowledged: no chunk can run again."""
+    prefix = redis_prefix(stack.settings)
+    with server.client() as redis:
+        return redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0
 
 
 def test_waiting_through_a_redis_outage_exits_3_at_its_deadline_and_the_job_then_ends_clearly(
@@ -161,6 +204,7 @@ def test_waiting_through_a_redis_outage_exits_3_at_its_deadline_and_the_job_then
         )
         try:
             wait_until(lambda: bool(only_job(server, stack)), 60, "the job was never submitted")
+            submitted = time.monotonic()  # the client's wait begins right after this (the chunks' send)
             job_id = only_job(server, stack)
             wait_until(lambda: done(client, job_id) >= 2, 60, "the job never got going")
             server.stop()
@@ -169,24 +213,28 @@ def test_waiting_through_a_redis_outage_exits_3_at_its_deadline_and_the_job_then
         finally:
             waiting.kill()
             waiting.communicate()
-        gave_up = time.monotonic() - began
+        ended = time.monotonic()
         assert waiting.returncode == ExitCode.BROKER_UNREACHABLE, stderr
         line = one_line(stderr)
         assert f"lost Redis at redis://:***@127.0.0.1:{server.port}/0" in line
         assert f"ask later: conquer result {job_id}" in line
         assert password not in stderr + stdout
-        assert gave_up < deadline_s + 20  # its own deadline, plus the interpreter's start-up
+        # It waited its whole deadline (counted from after its start-up and submit), and no longer
+        # than the README's bound: EXIT_MARGIN_S past it.
+        assert ended - began >= deadline_s
+        assert ended - submitted <= deadline_s + EXIT_MARGIN_S
         server.start()
         came_back = time.monotonic()
         # The premise of an exact answer: Redis came back while the workers were still trying.
         assert came_back - stopped < WORKER_WRITE_RETRY_S
         result = conquer("result", job_id, "--timeout", f"{RECOVERY_S}", "--json", env=env, timeout=120)
-        ended = time.monotonic() - came_back
+        finished = time.monotonic() - came_back
         assert result.returncode == ExitCode.OK, f"{result.stderr}{worker_logs(stack)}"
         assert json.loads(result.stdout)["value"] == check(SLOW_JOB)
-        outcome = "done, exact"
-        print(f"\n[drill 3] outage: the CLI gave up after {gave_up:.1f} s (deadline {deadline_s} s); "
-              f"{ended:.1f} s after Redis came back the job had ended: {outcome}")  # fmt: skip
+        print(
+            f"\n[drill 3] outage: the CLI gave up {ended - submitted:.1f} s after its submit (deadline "
+            f"{deadline_s} s); {finished:.1f} s after Redis came back the job was done, exact"
+        )
         assert_new_job_succeeds(env)
 
 

@@ -3,8 +3,9 @@
 no key without a TTL but kombu's own, and Redis's memory back near where it started once the keys'
 TTLs have run out.
 
-The wall time (first submit to last answer) is printed (`pytest -s`); only a generous deadline is
-asserted.
+The wall time (first submit to last answer) is printed (`pytest -s`) and asserted against the
+README's bound, LOAD_BOUND_S — apart from the deadline of the waits, which only keeps a broken run
+from hanging.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from pathlib import Path
 import redis
 
 from tasks import Job, check
-from tasks.celery_app import redis_prefix
 from tasks.progress import SUCCESS
 from tasks.settings import Settings
+from tests.conftest import keys_by_ttl
 from tests.redis_server import redis_server
-from tests.workers.test_celery_chord import BROKER_STRUCTURES
 from workers.celery_client import Client
 from workers.localstack import local_stack
 
@@ -36,8 +36,14 @@ CLIENTS = 4
 #: wrong job could not pass for the right one.
 SIZES = [16_000 + job for job in range(JOBS)]
 
-#: A generous deadline for the whole load (on 2 busy cores it takes a fraction of it).
+#: A deadline for the waits: a broken run fails here instead of hanging (it is not the bound).
 LOAD_DEADLINE_S = 120
+
+#: The README's bound on the wall time, first submit to last answer: 800 chunks cost about 3 ms of
+#: CPU each across the client, the workers and Redis, so the load is CPU-bound and its wall time
+#: grows with whatever else the 2 cores run. Measured on the 2-core VM: 2.5-3.1 s quiet; 5.4-12.8 s in 7
+#: runs at load 2-9 (other test suites running). The bound allows about twice the worst of those.
+LOAD_BOUND_S = 30
 
 #: One client process: it submits its share of the jobs one after the other without waiting, so all
 #: of them are in flight together, then waits for each and prints one JSON line per job.
@@ -87,18 +93,6 @@ def settled_memory(connection: redis.Redis) -> int:
     return min(readings)
 
 
-def expiring_keys(connection: redis.Redis, prefix: str) -> tuple[list[str], list[str]]:
-    """The stack's keys: (those with a TTL, those without one that are not kombu's own structures)."""
-    expiring, forever = [], []
-    for raw in connection.scan_iter(match=f"{prefix}*", count=1000):
-        key = raw.decode()
-        if connection.ttl(key) >= 0:
-            expiring.append(key)
-        elif not key.removeprefix(prefix).startswith(BROKER_STRUCTURES):
-            forever.append(key)
-    return expiring, forever
-
-
 def expire_now(connection: redis.Redis, keys: list[str]) -> None:
     """What the keys' TTLs will do anyway, now: a test cannot wait a day (or even a minute)."""
     for start in range(0, len(keys), 500):
@@ -112,13 +106,12 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
         server.client() as connection,
         local_stack(settings.with_broker(server.url), workers=2) as stack,
     ):
-        prefix = redis_prefix(stack.settings)
         # One job first, so that what every job shares (kombu's bindings, the Lua scripts, the
         # workers' connections) is in place before the starting point is measured.
         client = Client(stack.app, stack.settings)
         warm_up = Job("sum", 1_000, 4)
         assert client.wait(client.submit(warm_up), 60).value == check(warm_up)
-        expire_now(connection, expiring_keys(connection, prefix)[0])
+        expire_now(connection, keys_by_ttl(connection, stack.app)[0])
         before = settled_memory(connection)
 
         shares = [SIZES[index::CLIENTS] for index in range(CLIENTS)]
@@ -153,7 +146,7 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
         ]
         assert wrong == []
 
-        expiring, forever = expiring_keys(connection, prefix)
+        expiring, forever = keys_by_ttl(connection, stack.app)
         assert forever == []
         held = sum(int(connection.memory_usage(key) or 0) for key in expiring)
         expire_now(connection, expiring)
@@ -164,3 +157,4 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
             f"{after} B once they were gone ({after - before:+d} B)"
         )
         assert after - before < MEMORY_TOLERANCE
+        assert wall <= LOAD_BOUND_S

@@ -45,8 +45,18 @@ NODES = 2
 #: default chunk time limit (15 s).
 STALL_S = 4
 
-#: Slack on top of the recovery bound the settings promise, for a loaded 2-core machine.
-SLACK_S = 15.0
+#: The README's bounds, each asserted on its own, apart from the deadlines of the waits around them.
+#: Drill 1: a killed worker's chunk is back in the queue at most visibility_timeout +
+#: RESTORE_INTERVAL_S after the worker took it (kombu's sweep, every RESTORE_INTERVAL_S, compares the
+#: time it was taken with now); the margin covers the survivor fetching it and its pool process
+#: starting it. Measured, taken -> running again: 21.0-21.8 s in 9 runs at load 2-10 on the 2-core VM.
+REDELIVERY_MARGIN_S = 2.0
+#: Drill 2: a worker notices a dead pool process at the latest at its pool check, every POOL_CHECK_S
+#: (Celery's AsynPool runs maintain_pool every 5 s), and puts the chunk back at once; the margin covers
+#: another worker fetching and starting it. Measured, SIGKILL -> running again: 0.09-4.65 s in 34
+#: kills at load 4-11, spread evenly over the check's period — not "at once".
+POOL_CHECK_S = 5.0
+REQUEUE_MARGIN_S = 1.5
 
 
 # ------------------------------------------------------------------------------------- the stacks
@@ -131,6 +141,18 @@ def wait_for_last_chunk_running(stack: Stack, job_id: str, job: Job) -> tuple[st
     return seen[-1]
 
 
+def taken_at(stack: Stack, task_id: str) -> float:
+    """When a worker took the task's message: the time kombu stamped on it in its unacked index
+    (what its restore sweep compares with the visibility timeout)."""
+    prefix = stack.prefix
+    for tag, raw in stack.redis.hgetall(f"{prefix}unacked").items():
+        if json.loads(raw)[0]["headers"]["id"] == task_id:
+            score = stack.redis.zscore(f"{prefix}unacked_index", tag)
+            assert score is not None, f"{task_id} is unacked but not in the unacked index"
+            return float(score)
+    raise AssertionError(f"no worker holds {task_id} unacknowledged")
+
+
 def broker_idle(stack: Stack) -> bool:
     """Nothing queued and nothing taken but unacknowledged: no chunk or combine can run any more."""
     prefix = stack.prefix
@@ -183,6 +205,7 @@ def test_a_sigkilled_worker_s_chunk_is_redelivered_to_the_other_within_the_visib
         (survivor,) = set(drill.stack.worker_names) - {node}
         pool = psutil.Process(victim.pid).children(recursive=True)
         assert pid in {child.pid for child in pool}
+        taken = taken_at(drill, chunk_task_id(job_id, 0))
 
         killed = time.time()
         os.killpg(victim.pid, signal.SIGKILL)  # the worker leads its own process group: all of it
@@ -197,15 +220,18 @@ def test_a_sigkilled_worker_s_chunk_is_redelivered_to_the_other_within_the_visib
         final = settled(drill, job_id)
         assert final.combines == 1
         assert final.attempts == job.chunks + 1  # chunk 0 twice: on the victim, then on the survivor
-        redelivered_after = rerun["started"] - killed
+        redelivered_after = rerun["started"] - taken
         recovered_after = (final.finished or 0) - killed
         print(
-            f"\ndrill 1: submitted -> killed {killed - final.submitted:.1f} s; SIGKILL -> chunk 0 "
-            f"running again {redelivered_after:.1f} s -> job combined {recovered_after:.1f} s "
+            f"\ndrill 1: taken -> killed {killed - taken:.1f} s; taken -> chunk 0 running again "
+            f"{redelivered_after:.1f} s; SIGKILL -> job combined {recovered_after:.1f} s "
             f"(visibility_timeout {settings.visibility_timeout} s, restore every {RESTORE_INTERVAL_S} s, "
             f"chunk stall {STALL_S} s)"
         )
-        assert redelivered_after <= settings.visibility_timeout + RESTORE_INTERVAL_S + SLACK_S
+        # Never handed out again while it could still be running: not before the visibility timeout.
+        assert redelivered_after >= settings.visibility_timeout
+        # The README's bound.
+        assert redelivered_after <= settings.visibility_timeout + RESTORE_INTERVAL_S + REDELIVERY_MARGIN_S
 
 
 # --------------------------------------------------- drill 2: SIGKILL one pool process mid-chunk
@@ -228,6 +254,7 @@ def test_a_pool_process_killed_mid_chunk_has_its_chunk_run_again_and_the_answer_
     assert runs[0]["pid"] != pid
     requeued_after = runs[0]["started"] - killed
     print(f"\ndrill 2: SIGKILL of a pool process -> its chunk running again {requeued_after:.2f} s")
+    assert requeued_after <= POOL_CHECK_S + REQUEUE_MARGIN_S  # the README's bound
     final = settled(stack, job_id)
     assert (final.attempts, final.retries, final.combines) == (job.chunks + 1, 0, 1)
     # The worker itself lived on and replaced its pool process.

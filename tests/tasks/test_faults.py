@@ -1,12 +1,14 @@
 """Fault injection (`tasks.faults`): specs that parse or are refused with a reason, faults that strike
 only the chunk holding their item, transient faults that heal, stalls that a signal's exception ends
-(slow) or doesn't (stuck), and `--fault` on the command line. No Celery here: the drills in
-tests/drills/test_worker_faults.py run these faults through real workers."""
+(slow) or doesn't (stuck), partials that lie (corrupt), and `--fault` on the command line. The
+drills in tests/drills/test_worker_faults.py run these faults through real workers; here only the
+corrupt fault does, to show every command that prints an answer exit 7 on a wrong one."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -20,19 +22,22 @@ from conquer.exitcodes import ExitCode
 from tasks import InjectedFault, Job, JobError, TransientFault, check, chunk_at, run_chunk, split
 from tasks.faults import (
     ATTEMPTS_MAX,
+    CORRUPT,
     FAIL,
     MODES,
+    PLAIN,
     SECONDS_MAX,
     SLOW,
     STUCK,
     TRANSIENT,
     Fault,
     FaultError,
+    corrupt,
     parse,
     strike,
     strike_async,
 )
-from tests.conftest import conquer
+from tests.conftest import Stack, conquer, one_line
 from workers import ChunkError, Plan
 from workers import run as run_on
 
@@ -47,17 +52,18 @@ from workers import run as run_on
         ("slow:30@1", Fault(SLOW, 1, 30)),
         ("stuck:0.5@1_000", Fault(STUCK, 1000, 0.5)),
         ("  Transient:1@7 ", Fault(TRANSIENT, 7, 1)),
+        ("corrupt@1e3", Fault(CORRUPT, 1000)),
     ],
 )
 def test_a_spec_parses_into_its_fault(text: str, fault: Fault) -> None:
-    assert parse(text) == fault
+    assert parse(text, number=lambda item: int(float(item))) == fault
 
 
 @st.composite
 def faults(draw: st.DrawFn) -> Fault:
     mode = draw(st.sampled_from(MODES))
     item = draw(st.integers(1, 4_000_000_000))
-    if mode == FAIL:
+    if mode in PLAIN:
         return Fault(mode, item)
     if mode == TRANSIENT:
         return Fault(mode, item, draw(st.integers(1, ATTEMPTS_MAX)))
@@ -79,6 +85,7 @@ def test_the_canonical_spec_parses_back_to_the_same_fault_and_stays_a_few_bytes(
         ("fail@", "must be one of"),
         ("fail@six", "ITEM must be a whole number"),
         ("fail:2@600", "fail takes no amount"),
+        ("corrupt:1@600", "corrupt takes no amount"),
         ("transient@600", "transient needs K"),
         ("transient:0@600", "K must be between 1 and 100"),
         ("transient:101@600", "K must be between 1 and 100"),
@@ -164,6 +171,26 @@ def test_a_slow_fault_only_delays_an_in_host_run_whose_answer_stays_exact() -> N
     report = run_on(job, Plan("thread-pool", 2))
     assert time.monotonic() - began >= 0.2  # the stall happened (a lower bound: sleep guarantees it)
     assert report.value == check(job)
+
+
+@pytest.mark.parametrize("kind", ["sum", "primes", "download"])
+def test_a_corrupt_fault_makes_only_its_chunk_return_a_wrong_partial_on_every_attempt(kind: str) -> None:
+    job = Job(kind, 100, 4, latency=0.0, fault="corrupt@30")
+    clean = Job(kind, 100, 4, latency=0.0)
+    for chunk, right in zip(split(job), split(clean), strict=True):
+        holds = chunk.start <= 30 < chunk.stop
+        for attempt in (0, 3):
+            assert run_chunk(chunk, attempt=attempt) == run_chunk(right) + holds
+    assert corrupt(None, 26, 51, 7) == corrupt("fail@30", 26, 51, 7) == corrupt("corrupt@60", 26, 51, 7) == 7
+
+
+@pytest.mark.parametrize(
+    "plan", [Plan("serial", 1), Plan("threads", 2), Plan("processes", 2, "pipe"), Plan("asyncio", 2)]
+)
+def test_no_executor_can_see_a_corrupt_partial_only_the_check_does(plan: Plan) -> None:
+    job = Job("download", 40, 4, latency=0.0, fault="corrupt@30")
+    report = run_on(job, plan)
+    assert (report.value, report.expected, report.verified) == (check(job) + 1, check(job), False)
 
 
 class Interrupted(Exception):
@@ -263,3 +290,44 @@ def test_celery_retries_the_transient_fault_only_with_a_small_cap_and_exponentia
     assert chunk.retry_backoff == 1
     assert chunk.retry_jitter is False
     app.close()
+
+
+# ----------------------------------------------------------------- a wrong answer: exit 7, everywhere
+
+#: A job whose chunk 2 returns one more than it should: 1 + ... + 1000 = 500500, answered as 500501.
+CORRUPT_JOB = ("sum", "1000", "--chunks", "4", "--fault", "corrupt@600")
+WRONG = "wrong answer: 500501 does not match the independent check, 500500 (n(n+1)/2)"
+
+
+@pytest.mark.parametrize(
+    ("command", "line", "shown"),
+    [
+        (["run", *CORRUPT_JOB, "--on", "celery"], f"conquer: {WRONG}", "✗ MISMATCH"),
+        (["run", *CORRUPT_JOB, "--on", "celery", "--json"], f"conquer: {WRONG}", '"verified": false'),
+        (
+            ["compare", *CORRUPT_JOB, "--executors", "celery", "--repeats", "1"],
+            f"conquer: {WRONG.replace('500501', '500501 from serial, celery')}",
+            "✗ MISMATCH",
+        ),
+    ],
+    ids=["run", "run --json", "compare"],
+)
+def test_a_wrong_answer_exits_7_with_one_line_naming_the_answer_and_the_check(
+    celery_stack: Stack, command: list[str], line: str, shown: str
+) -> None:
+    result = conquer(*command, env=celery_stack.env)
+    assert result.returncode == ExitCode.WRONG_ANSWER, result.stderr
+    assert one_line(result.stderr) == line
+    assert shown in result.stdout  # the report is printed as always, before the error
+
+
+def test_a_wrong_answer_exits_7_from_submit_wait_and_from_result(celery_stack: Stack) -> None:
+    waited = conquer("submit", *CORRUPT_JOB, "--wait", "--timeout", "60", env=celery_stack.env)
+    assert waited.returncode == ExitCode.WRONG_ANSWER, waited.stderr
+    line = re.fullmatch(rf"conquer: job ([0-9a-f]{{16}}): {re.escape(WRONG)}", one_line(waited.stderr))
+    assert line, waited.stderr
+    assert "✗ MISMATCH" in waited.stdout
+    asked = conquer("result", line.group(1), "--timeout", "60", "--json", env=celery_stack.env)
+    assert asked.returncode == ExitCode.WRONG_ANSWER, asked.stderr
+    assert one_line(asked.stderr) == one_line(waited.stderr)
+    assert json.loads(asked.stdout)["verified"] is False
