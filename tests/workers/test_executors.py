@@ -12,6 +12,7 @@ import pytest
 
 import workers
 from tasks import Job, check
+from tests.conftest import skip_without_redis_server
 from workers import ChunkError, ChunkResult, WorkerLost
 
 #: Small jobs: the point is exactness everywhere, not speed. Download waits 2 ms per item.
@@ -48,6 +49,8 @@ def test_the_matrix_covers_every_executor_ipc_and_start_method() -> None:
 @pytest.mark.parametrize("case", PLANS, ids=plan_id)
 def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
     kind, plan = case
+    if plan.executor == "celery":
+        skip_without_redis_server()
     job = JOBS[kind]
     seen: list[ChunkResult] = []
     lock = threading.Lock()
@@ -72,6 +75,8 @@ def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
 @pytest.mark.parametrize("case", [c for c in PLANS if c[0] == "download"], ids=plan_id)
 def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers.Plan]) -> None:
     _, plan = case
+    if plan.executor == "celery":
+        skip_without_redis_server()
     job = Job("download", 24, 6, latency=0.002, fail_at=10)
     with pytest.raises(ChunkError, match=r"chunk 2 \[9, 13\) failed: InjectedFault"):
         workers.run(job, plan)
