@@ -24,6 +24,8 @@ NEEDS_A_RUNNING_STACK = "Driving a running stack"
 RUN_ELSEWHERE = {
     "make run": (".ci/run", "make run"),
     "make test": (".ci/run", "make test"),
+    "make freethreaded": ("tests/test_make_freethreaded.py", '"make", "-s", "freethreaded"'),
+    "make test-ft": (".ci/run", "make test-ft"),
     "make bench": ("tests/conquer/test_bench.py", 'conquer("bench"'),  # the same command, tiny sizes
     "conquer demo responsive-terminal": ("tests/demos/test_responsive_terminal.py", '"--frozen"'),
     "conquer demo responsive-tk": ("tests/demos/test_responsive_tk.py", "demos.responsive_tk"),
