@@ -185,14 +185,18 @@ def test_an_interrupted_build_leaves_nothing_behind_and_no_step_running(tmp_path
         )  # fmt: skip
         log = cache / "build.log"
         wait_until(lambda: log.exists() and "--error-on=any update" in log.read_text(), 60, "no download")
-        steps = [
-            p for p in psutil.process_iter(["cmdline"]) if str(tmp_path) in " ".join(p.info["cmdline"] or [])
-        ]
+        apt = [p for p in psutil.process_iter(["cmdline"]) if "--error-on=any" in str(p.info["cmdline"])]
+        apt = [p for p in apt if str(tmp_path) in str(p.info["cmdline"])]
+        assert apt, "the apt-get step was not seen running"
+        steps = apt + [child for p in apt for child in p.children(recursive=True)]  # its http method
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it to the whole group
         _, stderr = process.communicate(timeout=30)
+        # Still inside `with`: once the silent mirror closes, a forgotten apt-get would fail and exit
+        # by itself, and the test could not tell.
+        _, alive = psutil.wait_procs(steps, timeout=5)
+        for left in alive:
+            left.kill()
+        assert not alive, f"left running: {[p.pid for p in alive]} of {[p.info['cmdline'] for p in apt]}"
     assert process.returncode == INTERRUPTED
     assert one_line(stderr) == "freethreaded: interrupted; nothing half-built was kept"
     nothing_to_trust(cache)
-    assert steps, "the apt-get step was not seen running"
-    _, alive = psutil.wait_procs([p for p in steps if p.pid != process.pid], timeout=10)
-    assert not alive, f"left running: {[p.info['cmdline'] for p in alive]}"
