@@ -52,7 +52,9 @@ def make_and_script(
 ) -> tuple[str, int]:
     """Run `make freethreaded` and then the script itself with the same inputs; return the script's
     one line and exit code, after checking that make printed the same line and named the same code."""
-    env = {**os.environ, **env}
+    # As a user types it: not a sub-make of `make test` (MAKELEVEL would make it say "make[1]").
+    sub_make = ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")
+    env = {**{key: value for key, value in os.environ.items() if key not in sub_make}, **env}
     ft = [f"FT_PYTHON={arg}" for arg in args]
     by_make = subprocess.run(
         [*(prefix or []), "make", "-s", "freethreaded", f"PYTHON={python}", *ft],
