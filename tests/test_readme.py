@@ -63,6 +63,13 @@ COMPOSE_UP = RunsIn("tests/compose/compose_up.py")
 RUN_ELSEWHERE = {
     "make run": RunsIn(".ci/run"),
     "make test": RunsIn(".ci/run"),
+    "make test-ft": RunsIn(".ci/run"),
+    "make freethreaded": RunsIn(
+        "tests/test_make_freethreaded.py",
+        ("-s", "freethreaded", ANY, ANY),
+        why="the test runs it with the interpreters it gives (PYTHON=, FT_PYTHON=) for its bad-input "
+        "paths; CI builds the interpreter with the script the target calls, for its exit code",
+    ),
     "make bench": RunsIn(
         "tests/conquer/test_bench.py",
         ("bench", "--tiny", "--out", ANY),

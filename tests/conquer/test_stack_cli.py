@@ -202,6 +202,7 @@ def read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) ->
     return text.decode()
 
 
+@pytest.mark.usefixtures("embedded_redis")
 def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "CONQUER_"))}
     process = subprocess.Popen(

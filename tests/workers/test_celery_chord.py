@@ -153,6 +153,7 @@ def assert_all_gone(processes: list[psutil.Process], timeout: float = 15) -> Non
     assert not alive, f"left running: {[' '.join(p.cmdline()) for p in alive]}"
 
 
+@pytest.mark.usefixtures("embedded_redis")
 def test_the_embedded_stack_runs_a_job_and_leaves_nothing_running() -> None:
     process = embedded(
         "run", "download", "60", "--chunks", "12", "--latency", "0.05", "--on", "celery", "--json"
@@ -165,6 +166,7 @@ def test_the_embedded_stack_runs_a_job_and_leaves_nothing_running() -> None:
     assert_all_gone(started)
 
 
+@pytest.mark.usefixtures("embedded_redis")
 def test_ctrl_c_stops_the_embedded_stack_and_exits_130() -> None:
     process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
     started = wait_for_stack(process)
@@ -174,6 +176,7 @@ def test_ctrl_c_stops_the_embedded_stack_and_exits_130() -> None:
     assert_all_gone(started)
 
 
+@pytest.mark.usefixtures("embedded_redis")
 def test_a_sigkilled_conquer_takes_its_embedded_stack_with_it() -> None:
     process = embedded("run", "download", "400", "--chunks", "40", "--latency", "0.05", "--on", "celery")
     started = wait_for_stack(process)

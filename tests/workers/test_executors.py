@@ -19,7 +19,7 @@ import pytest
 import workers
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tests.conftest import CONQUER, wait_until
+from tests.conftest import CONQUER, skip_without_redis_server, wait_until
 from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
 from workers.processes import IPC_MODULES
 from workers.processes.supervise import ctrl_c_held, sigterm_as_interrupt
@@ -58,6 +58,8 @@ def test_the_matrix_covers_every_executor_ipc_and_start_method() -> None:
 @pytest.mark.parametrize("case", PLANS, ids=plan_id)
 def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
     kind, plan = case
+    if plan.executor == "celery":
+        skip_without_redis_server()
     job = JOBS[kind]
     seen: list[ChunkResult] = []
     lock = threading.Lock()  # guards `seen`: progress may be called from any of the executor's threads
@@ -82,6 +84,8 @@ def test_exact_verified_answer(case: tuple[str, workers.Plan]) -> None:
 @pytest.mark.parametrize("case", [c for c in PLANS if c[0] == "download"], ids=plan_id)
 def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers.Plan]) -> None:
     _, plan = case
+    if plan.executor == "celery":
+        skip_without_redis_server()
     job = Job("download", 24, 6, latency=0.002, fail_at=10)
     with pytest.raises(ChunkError, match=r"chunk 2 \[9, 13\) failed: InjectedFault"):
         workers.run(job, plan)
