@@ -39,7 +39,7 @@ FILE_NAME = re.compile(r"^[\w-]+\.(?:py|md|json|yaml|yml|toml|png|sh|cfg|ini|txt
 
 
 @dataclass(frozen=True)
-class Line:
+class PageLine:
     path: Path
     number: int
     text: str
@@ -50,14 +50,14 @@ class Line:
         return f"{shown.as_posix()}:{self.number}"
 
 
-def lines(path: Path) -> Iterator[Line]:
+def lines(path: Path) -> Iterator[PageLine]:
     """The lines of a Markdown file, each saying whether it is inside a fenced code block."""
     inside = False
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if text.startswith("```"):
             inside = not inside
             continue
-        yield Line(path, number, text, inside)
+        yield PageLine(path, number, text, inside)
 
 
 # ------------------------------------------------------------------------------------------ links
@@ -84,7 +84,7 @@ def anchors(path: Path) -> frozenset[str]:
     return frozenset(found)
 
 
-def links(path: Path) -> Iterator[tuple[Line, str]]:
+def links(path: Path) -> Iterator[tuple[PageLine, str]]:
     """Every link and image target of a Markdown file, with the line it is on: outside code blocks and
     code spans, a link's text running over lines as wrapped prose does."""
     prose = {line.number: line for line in lines(path) if not line.in_code_block}
