@@ -1,7 +1,7 @@
-"""The README's `docker compose` story on a real engine, from nothing to nothing left.
+"""The documentation's `docker compose` story (docs/celery.md) on a real engine, from nothing to nothing left.
 
-Runs the README's compose commands word for word (the constants below; `main` refuses to start if the
-README no longer says them), as a reader would with no `.env`: the stack comes up healthy with
+Runs the documented compose commands word for word (the constants below; `main` refuses to start if the
+README and docs/ no longer say them), as a reader would with no `.env`: the stack comes up healthy with
 passwords generated on its first start, shown by one command, found in no rendered config, log,
 container environment or command line; Flower answers 401 to the old well-known login and to none,
 200 to the generated one; every container's processes run as non-root uids (read from /proc inside
@@ -39,7 +39,7 @@ from tests.compose.engine import Skip, Stack, docker, docker_exec, require_engin
 
 SKIPPED = 77
 
-#: The README's compose commands, run exactly as written.
+#: The documented compose commands, run exactly as written.
 UP = "docker compose up -d --build --wait"
 SHOW = "docker compose run --rm secrets show"
 SUBMIT = "docker compose run --rm cli conquer submit sum 100000000 --wait"
@@ -181,11 +181,17 @@ def check(stack: Stack) -> None:
             print("    Flower: 401 to the generated password, 200 to the .env's; the worker answers")
 
 
+def documentation() -> str:
+    """README.md and docs/*.md, where the compose story is told."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return "\n".join(page.read_text(encoding="utf-8") for page in pages)
+
+
 def main() -> int:
-    readme = (ROOT / "README.md").read_text()
-    drifted = [command for command in README_COMMANDS if command not in readme]
+    documented = documentation()
+    drifted = [command for command in README_COMMANDS if command not in documented]
     if drifted:
-        print(f"compose-test: the README no longer says {drifted}: update README_COMMANDS", file=sys.stderr)
+        print(f"compose-test: the docs no longer say {drifted}: update README_COMMANDS", file=sys.stderr)
         return 1
     try:
         require_engine()
