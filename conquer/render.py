@@ -86,7 +86,11 @@ def comparison(summary: dict[str, Any]) -> None:
     several = len(interpreters) > 1
     across = several and summary.get("gil_serial_interpreter") is not None
     names = interpreter_names([Interpreter.from_dict(found) for found in interpreters])
-    notes = [deployment_note(row) for row in results if row.get("deployment")]
+    notes = [
+        deployment_note(row, names[row["interpreter_index"]] if several else None)
+        for row in results
+        if row.get("deployment")
+    ]
     cpu_notes = dict.fromkeys(row["cpu_s_note"] for row in results if row.get("cpu_s_note"))
     efficiency = "efficiency = speedup / cores" if summary["latency"] is None else "I/O-bound: no efficiency"
     if several:
@@ -115,7 +119,9 @@ def comparison(summary: dict[str, Any]) -> None:
     columns += ["min–max", "CPU s", "speedup", *(["vs GIL serial"] if across else []), "efficiency"]
     for column in [*columns, "verified", "flags"]:
         left = column in ("executor", "python", "IPC", "start method", "flags")
-        table.add_column(column, justify="left" if left else "right", no_wrap=column == "python")
+        # Figures never wrap nor shrink to an ellipsis: the text columns give way, folding a long word.
+        no_wrap = not left or column == "python"
+        table.add_column(column, justify="left" if left else "right", no_wrap=no_wrap, overflow="fold")
     for row in results:
         median, flags = row["wall_s_median"], row["flags"]
         own = [flag for flag in flags if flag["cause"] != figures.GIL_SERIAL]
@@ -193,14 +199,16 @@ def broker(deployment: dict[str, Any] | None) -> str | None:
     return f"Redis ({deployment['broker']})" if deployment else None
 
 
-def deployment_note(row: dict[str, Any]) -> str:
+def deployment_note(row: dict[str, Any], under: str | None = None) -> str:
+    """What a row's executor set up; `under`: the name of the Python it ran under, if there were several."""
     deployment = row["deployment"]
+    who = f"{row['executor']} under {under}" if under else row["executor"]
     if deployment["broker"] == "embedded":
         return (
-            f"{row['executor']}: {deployment['stack']}; start-up {deployment['setup_s']:.1f} s "
+            f"{who}: {deployment['stack']}; start-up {deployment['setup_s']:.1f} s "
             "(a deployment cost, not in the wall time)"
         )
-    return f"{row['executor']}: workers already running at {deployment['broker_url']}"
+    return f"{who}: workers already running at {deployment['broker_url']}"
 
 
 def progress_display() -> Any:
