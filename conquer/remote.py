@@ -77,9 +77,9 @@ class Remote:
         except OSError as error:
             self._dead = f"the runner under {self._interpreter.executable} could not start: {error.strerror}"
             return self
-        if hasattr(os, "pidfd_open"):
-            self._pidfd = os.pidfd_open(self._process.pid)
         try:
+            if hasattr(os, "pidfd_open"):
+                self._pidfd = os.pidfd_open(self._process.pid)
             hello = self._receive(time.monotonic() + HELLO_S)
             self._interpreter = Interpreter.from_dict(hello["hello"]["interpreter"])
         except RunnerDied as error:
@@ -87,6 +87,9 @@ class Remote:
         except (KeyError, TypeError):
             with contextlib.suppress(RunnerDied):
                 self._died(f"did not greet as conquer's runner does: {str(hello)[:80]}")
+        except BaseException as error:  # Ctrl-C while it starts: no __exit__ will come
+            self.close(interrupted=isinstance(error, KeyboardInterrupt))
+            raise
         return self
 
     def __exit__(

@@ -20,6 +20,7 @@ import pytest
 
 from conquer import machine, render
 from conquer.exitcodes import ExitCode
+from conquer.interpreters import without_option
 from tests.conftest import CONQUER, conquer, ctrl_c, one_line, wait_until
 from tests.conquer.rows import check_row_facts
 
@@ -131,6 +132,11 @@ def test_run_hands_the_command_over_to_the_interpreter_named() -> None:
     assert "✓ verified" in result.stdout
     assert "(free-threaded, GIL off)" in result.stdout
     assert str(FREE_THREADED) in result.stdout
+
+
+def test_run_hands_over_its_command_line_without_the_python_option() -> None:
+    given = ["run", "sum", "10", "--python", "x", "--on=threads", "--python=y", "--", "--python"]
+    assert without_option(given) == ["run", "sum", "10", "--on=threads", "--", "--python"]
 
 
 # ------------------------------------------------------------------------------ bad input
