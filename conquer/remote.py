@@ -216,12 +216,14 @@ class Remote:
     def _stop(self, grace: float) -> None:
         """Wait up to `grace` s for the runner to exit, then SIGKILL its group — the runner if it is
         still there, and what it left behind (an orphaned worker, a fork server) — and reap it. With a
-        pidfd, the group is signalled before the runner is reaped: until then its pid, the group's id,
-        cannot be anyone else's."""
+        pidfd the group is signalled before the runner is reaped: until then its pid, the group's id,
+        cannot be anyone else's. Without one, a runner found dead by polling is reaped already; its
+        group is still signalled, as long as any of it is left the id stays its own."""
         process = self._process
-        if process is None or process.returncode is not None:
+        if process is None:
             return
-        exited(process, self._pidfd, grace)
+        if process.returncode is None:
+            exited(process, self._pidfd, grace)
         signal_group(process.pid, signal.SIGKILL)
         process.wait()
 
