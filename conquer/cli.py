@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from conquer import exitcodes, stack_cli
+from conquer import exitcodes, interpreters, stack_cli
 from conquer.bench.command import bench
 from conquer.demo_cli import demo
 from conquer.exitcodes import ExitCode
@@ -109,6 +109,7 @@ Examples:
   conquer run download 100 --chunks 100 --on threads --workers 32
   conquer run sum 1e6 --fail-at 500000          # a chunk raises: exit 1, its range named
   conquer run sum 1e6 --on celery --fault transient:2@500000   # retried twice, then exact
+  conquer run sum 1e8 --on threads --python .venv-ft/bin/python   # under a free-threaded build
 """
 
 
@@ -225,6 +226,7 @@ def default_workers() -> int:
 )
 @click.option("--fault", callback=fault_option, default=None, metavar="SPEC", help=faults.HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Also show who ran each chunk, and when.")
+@click.option("--python", callback=interpreters.one, metavar="PYTHON", help=interpreters.HELP_RUN)
 def run(
     kind: str,
     n: int,
@@ -238,8 +240,11 @@ def run(
     fail_at: int | None,
     fault: str | None,
     verbose: bool,
+    python: interpreters.Interpreter | None,
 ) -> int:
     """Run job KIND over 1..N once and verify the answer."""
+    if python is not None:
+        interpreters.hand_over(python)
     import workers as executors
     from conquer import render
 
@@ -274,6 +279,7 @@ Examples:
   conquer compare sum 1e7 --start-method all --repeats 5
   conquer compare download 100 --chunks 100 --workers 32
   conquer compare primes 1e6 --executors processes,threads --json
+  conquer compare sum 1e8 --python .venv-ft/bin/python --python .venv/bin/python
 """
 
 
@@ -300,6 +306,14 @@ Examples:
     help="Start method for processes, or 'all' [default: the platform's].",
 )
 @click.option("--fault", callback=fault_option, default=None, metavar="SPEC", help=faults.HELP)
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    callback=interpreters.option,
+    metavar="PYTHON",
+    help=interpreters.HELP,
+)
 def compare(
     kind: str,
     n: int,
@@ -311,6 +325,7 @@ def compare(
     executors: str | None,
     start_method: str | None,
     fault: str | None,
+    pythons: tuple[interpreters.Interpreter, ...],
 ) -> int:
     """Run job KIND over 1..N on every executor and IPC, and compare their times."""
     import workers as executor_registry
@@ -336,8 +351,9 @@ def compare(
         raise click.UsageError(str(error)) from None
     if any(plan.executor == "celery" for plan in plans):
         stack_cli.stack_settings()  # as in `run`: exit 2 before any executor runs
-    with render.progress_bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
-        rows = comparing.compare(job, plans, repeats, on_run=tick)
+    runs = len(plans) * repeats * max(1, len(pythons))
+    with render.progress_bar(runs, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
+        rows = comparing.compare(job, plans, repeats, on_run=tick, pythons=pythons)
     summary = comparing.to_dict(job, rows, repeats)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
@@ -347,9 +363,9 @@ def compare(
     if any(row["error"] for row in results):
         return ExitCode.JOB_FAILED
     wrong: dict[int, list[str]] = {}
-    for row in rows:
+    for row, name in zip(rows, comparing.row_labels(rows), strict=True):
         if row.wrong_answer is not None:
-            wrong.setdefault(row.wrong_answer, []).append(comparing.label(row.plan))
+            wrong.setdefault(row.wrong_answer, []).append(name)
     if wrong:
         answers = ", ".join(f"{value} from {', '.join(labels)}" for value, labels in wrong.items())
         raise wrong_answer(answers, check(job), job.spec.check_method)

@@ -8,7 +8,9 @@ its word — each flag with what to do about it.
 - **disturbed**: something other than the job moved the row's figure — the hypervisor took CPU time
   (steal), other processes used the CPUs, or the row's own runs disagree (spread).
 - **baseline**: the row's speedup divides by a serial baseline that is itself disturbed, so the
-  speedup is wrong by as much as the baseline is, whatever the row's own runs say.
+  speedup is wrong by as much as the baseline is, whatever the row's own runs say. Under several
+  interpreters, each build's rows are judged against their own build's serial, and a speedup over
+  the GIL build's serial is flagged when that run is disturbed.
 
 The thresholds, and why these:
 
@@ -39,6 +41,9 @@ OTHER_CPU_MAX = 0.05
 THRESHOLDS = {"spread": SPREAD_MAX, "steal_share": STEAL_MAX, "other_cpu_share": OTHER_CPU_MAX}
 
 IMPOSSIBLE, DISTURBED, BASELINE = "impossible", "disturbed", "baseline"
+#: The cause of a `baseline` flag on a speedup over the GIL build's serial (`compare --python`): an
+#: impossible or baseline flag on a row's own speedup says nothing of that one, and vice versa.
+GIL_SERIAL = "GIL serial"
 
 RERUN_QUIETER = "rerun on a quieter machine (stop other work, or wait for the host's neighbours)"
 MORE_REPEATS = "rerun with more repeats (--repeats) on a quieter machine"
@@ -62,15 +67,19 @@ class Flag:
 
 def cell(flags: Sequence[dict[str, str]]) -> str:
     """A row's flags as a table cell, e.g. `impossible (2.36× > 2×), baseline` or `disturbed (other
-    load 35%, spread 12%)` (a baseline's own row says why it is disturbed); "—" for none."""
+    load 35%, spread 12%)` (a baseline's own row says why it is disturbed), `baseline (GIL serial)`
+    for a speedup over the GIL build's serial; "—" for none."""
     grouped: dict[str, list[str]] = {}
     for flag in flags:
         own = flag["cause"] in (flag["flag"], "speedup")
-        grouped.setdefault(flag["flag"], []).append(
+        # A speedup over another build's serial names it: `baseline (GIL serial)`.
+        name = flag["flag"] if own or flag["flag"] != BASELINE else f"{BASELINE} ({flag['cause']})"
+        grouped.setdefault(name, []).append(
             flag["measured"] if own else f"{flag['cause']} {flag['measured']}"
         )
     shown = [
-        name if name == BASELINE else f"{name} ({', '.join(details)})" for name, details in grouped.items()
+        name if name.startswith(BASELINE) else f"{name} ({', '.join(details)})"
+        for name, details in grouped.items()
     ]
     return ", ".join(shown) or "—"
 
@@ -195,9 +204,16 @@ def speedup_flags(value: float | None, limit: Limit, baseline: Sequence[Flag]) -
         why = f"{value:.2f}× is more than {limit.value:g}×, {limit.why}"
         advice = "the serial baseline was slowed or the runs were noisy: " + MORE_REPEATS
         flags.append(Flag(IMPOSSIBLE, "speedup", f"{value:.2f}× > {limit.value:g}×", why, advice))
+    return flags + baseline_flags(value, baseline)
+
+
+def baseline_flags(value: float | None, baseline: Sequence[Flag], over: str = BASELINE) -> list[Flag]:
+    """A `baseline` flag on a speedup over a disturbed serial run (`baseline`: that run's flags):
+    the row's own serial (`over` "baseline"), or the GIL build's serial (`over` GIL_SERIAL)."""
     causes = ", ".join(sorted({flag.cause for flag in baseline if flag.flag == DISTURBED}))
-    if value is not None and causes:
-        why = f"its speedup is over a serial baseline that is itself disturbed ({causes})"
-        advice = "every speedup of the run shares that baseline: " + RERUN_QUIETER
-        flags.append(Flag(BASELINE, "baseline", causes, why, advice))
-    return flags
+    if value is None or not causes:
+        return []
+    serial = "a serial baseline" if over == BASELINE else "the GIL build's serial"
+    why = f"its speedup is over {serial} that is itself disturbed ({causes})"
+    advice = "every speedup of the run shares that baseline: " + RERUN_QUIETER
+    return [Flag(BASELINE, over, causes, why, advice)]

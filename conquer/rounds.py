@@ -6,7 +6,12 @@ A deployment is what an executor sets up once for many runs: the Celery stack, a
 processes (`workers.deployment`). It is made before the first round that needs it, kept until the
 `Deployments` are closed (a bench run shares one stack among its series) and torn down also on Ctrl-C.
 Its start-up time is recorded with the row, never added to a wall time. Every run is metered
-(`conquer.usage`): wall time, CPU time of its process tree, steal and other load, load average.
+(`conquer.usage`): wall time, CPU time of its process tree, steal and other load, load average, and
+whether the GIL was on in the process that ran it.
+
+Where the cases run is a `Site`: this process (`Deployments`), or a runner under another interpreter
+(`conquer.remote`, which drives a `Deployments` in that process through `conquer.runner`). Given
+several sites, every case runs on each of them in turn, so the rounds interleave the interpreters too.
 """
 
 from __future__ import annotations
@@ -16,9 +21,11 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import workers
+from conquer import interpreters
+from conquer.interpreters import Interpreter
 from conquer.usage import Meter, Sample, deployed_processes
 from tasks import Job
 from workers import Deployed, ExecutorError, Plan
@@ -27,8 +34,44 @@ from workers import Deployed, ExecutorError, Plan
 OUTSIDE = "not measured: the workers run outside this process tree (an external broker)"
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A plan deployed: what it set up (`facts`, e.g. the Celery stack), and why its runs have no CPU
+    time (`cpu_note`), if they have none."""
+
+    facts: dict[str, Any] | None = None
+    cpu_note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One run: its `sample`, or why it has none — it failed (`error`) or its answer was wrong."""
+
+    sample: Sample | None = None
+    error: str | None = None
+    #: The answer that did not match the check, and what was wrong, in a sentence.
+    wrong_answer: int | None = None
+    mismatch: str | None = None
+
+
+class Site(Protocol):
+    """Where cases run: this process, or a runner process under another interpreter."""
+
+    @property
+    def interpreter(self) -> Interpreter: ...
+
+    def prepare(self, plan: Plan) -> Prepared | str:
+        """Deploy `plan` (once; later calls return the same), or say why it cannot be."""
+        ...
+
+    def run(self, job: Job, plan: Plan) -> Outcome:
+        """One metered run of a prepared plan."""
+        ...
+
+
 class Deployments:
-    """Each plan's deployment, made on first use and torn down when closed (also on Ctrl-C)."""
+    """Each plan's deployment, made on first use and torn down when closed (also on Ctrl-C): the site
+    of the runs made in this process."""
 
     def __init__(self) -> None:
         self._stack = ExitStack()
@@ -66,6 +109,30 @@ class Deployments:
         inside = not isinstance(made, Deployed) or deployed_processes(made) is not None
         return Meter(self.processes(but=plan), inside=inside)
 
+    @property
+    def interpreter(self) -> Interpreter:
+        return interpreters.this()
+
+    def prepare(self, plan: Plan) -> Prepared | str:
+        made = self.get(plan)
+        if isinstance(made, str):
+            return made
+        return Prepared(made.facts, OUTSIDE if deployed_processes(made) is None else None)
+
+    def run(self, job: Job, plan: Plan) -> Outcome:
+        made = self.get(plan)
+        if isinstance(made, str):
+            return Outcome(error=made)
+        meter = self.meter(plan)
+        try:
+            report = workers.run(job, plan, **made.options)
+        except ExecutorError as error:
+            return Outcome(error=str(error))
+        if not report.verified:
+            mismatch = f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
+            return Outcome(wrong_answer=report.value, mismatch=mismatch)
+        return Outcome(meter.stop(report.wall_s))
+
 
 @dataclass
 class Measured:
@@ -74,6 +141,10 @@ class Measured:
 
     job: Job
     plan: Plan
+    #: Who ran it, as the site said before the first run (the GIL's state there and then).
+    interpreter: Interpreter = field(default_factory=interpreters.this)
+    #: Which of `measure`'s sites ran it (its index).
+    site: int = 0
     runs: list[Sample] = field(default_factory=list)
     verified: bool = True
     mismatch: str | None = None
@@ -97,42 +168,52 @@ class Measured:
     def going(self) -> bool:
         return self.error is None and self.verified
 
+    @property
+    def gil_enabled(self) -> bool:
+        """Whether the GIL was on in the process that ran it: after any of its runs, if it has runs.
+        On after one run is on for the row: its figures are not free-threaded figures."""
+        states = [run.gil_enabled for run in self.runs if run.gil_enabled is not None]
+        return any(states) if states else self.interpreter.gil_enabled
+
+    @property
+    def ran_under(self) -> Interpreter:
+        """`interpreter`, with the GIL as its runs found it."""
+        return self.interpreter.with_gil(self.gil_enabled)
+
+    def add(self, outcome: Outcome) -> None:
+        """Record one run: its sample, or its failure (which ends the row)."""
+        if outcome.error is not None:
+            self.error = outcome.error
+        elif outcome.mismatch is not None:
+            self.verified, self.wrong_answer, self.mismatch = False, outcome.wrong_answer, outcome.mismatch
+        elif outcome.sample is not None:
+            self.runs.append(outcome.sample)
+
 
 def measure(
     cases: Sequence[tuple[Job, Plan]],
     repeats: int,
-    deployments: Deployments,
+    sites: Site | Sequence[Site],
     on_run: Callable[[], None] | None = None,
 ) -> list[Measured]:
-    """Run every case `repeats` times in rounds; `on_run` is called after each (also a skipped one)."""
-    rows = [Measured(job, plan) for job, plan in cases]
+    """Run every case `repeats` times in rounds on each site; `on_run` is called after each run (also
+    a skipped one). Rows come case by case, each case's sites side by side, in the rounds' order."""
+    places = list(sites) if isinstance(sites, Sequence) else [sites]
+    rows = [
+        Measured(job, plan, place.interpreter, index)
+        for job, plan in cases
+        for index, place in enumerate(places)
+    ]
     for row in rows:  # every deployment before the first round: none starts up while others are timed
-        made = deployments.get(row.plan)
-        if isinstance(made, str):
-            row.error = made
+        prepared = places[row.site].prepare(row.plan)
+        if isinstance(prepared, str):
+            row.error = prepared
         else:
-            row.deployment = made.facts
-            row.cpu_note = OUTSIDE if deployed_processes(made) is None else None
+            row.deployment, row.cpu_note = prepared.facts, prepared.cpu_note
     for _ in range(repeats):
         for row in rows:
-            made = deployments.get(row.plan)
-            if row.going and isinstance(made, Deployed):
-                run_once(row, made, deployments.meter(row.plan))
+            if row.going:
+                row.add(places[row.site].run(row.job, row.plan))
             if on_run:
                 on_run()
     return rows
-
-
-def run_once(row: Measured, made: Deployed, meter: Meter) -> None:
-    """One run of the row's case, its sample added to the row — or its failure recorded."""
-    try:
-        report = workers.run(row.job, row.plan, **made.options)
-    except ExecutorError as error:
-        row.error = str(error)
-        return
-    if not report.verified:
-        row.verified = False
-        row.wrong_answer = report.value
-        row.mismatch = f"wrong answer: {report.value} != {report.expected} ({report.check_method})"
-        return
-    row.runs.append(meter.stop(report.wall_s))

@@ -20,6 +20,9 @@ A `Meter` is started just before a run and stopped just after it. It gives a `Sa
   that also counts this run's own workers.
 - `resolution_s`: how far `steal_s` and `other_cpu_s` can be off, at most: /proc counts whole ticks
   (1/USER_HZ s), one per field read twice, and psutil reads four fields per live descendant.
+- `gil_enabled`: whether the GIL was on in this process just after the run (`sys._is_gil_enabled()`;
+  always on in a GIL build). Read after, not before: an extension module imported during the run can
+  switch a free-threaded build's GIL back on. None in a sample made elsewhere that did not say.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class Sample:
     window_s: float
     load_1m: float | None
     resolution_s: float
+    gil_enabled: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -135,4 +139,5 @@ class Meter:
                 other = max(0.0, clock.busy_s - self._clock.busy_s - cpu)
         fields = len(machine.BUSY_FIELDS) + FIELDS_PER_PROCESS * len(self._before.keys() | after.keys())
         load = machine.load_average()
-        return Sample(wall_s, cpu, steal, other, window, load[0] if load else None, fields * machine.tick_s())
+        load_1m, resolution = load[0] if load else None, fields * machine.tick_s()
+        return Sample(wall_s, cpu, steal, other, window, load_1m, resolution, machine.gil_enabled())

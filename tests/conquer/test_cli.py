@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import statistics
 import subprocess
-from typing import Any
 
 import psutil
 import pytest
@@ -16,7 +14,7 @@ from conquer import machine
 from conquer.exitcodes import ExitCode
 from conquer.numbers import parse_count
 from tests.conftest import CONQUER, Stack, conquer, ctrl_c, fresh_python, one_line, wait_until
-from tests.conquer.rows import check_runs, disturbed_flags, expected_disturbed
+from tests.conquer.rows import check_row_facts
 
 
 def test_run_prints_the_answer_and_its_verification() -> None:
@@ -156,35 +154,6 @@ def proc_stat() -> tuple[float, float] | None:
     """(busy, steal) CPU seconds of the machine so far, read here independently of conquer."""
     clock = machine.cpu_clock()
     return (clock.busy_s, clock.steal_s) if clock else None
-
-
-def check_row_facts(summary: dict[str, Any]) -> None:
-    """Every figure a row carries is there and agrees with the others and with the thresholds."""
-    limits, cores = summary["thresholds"], summary["machine"]["cores"]
-    serial = summary["results"][0]
-    for row in summary["results"]:
-        runs = row["runs"]
-        assert len(runs) == summary["repeats"]
-        assert row["wall_s"] == [run["wall_s"] for run in runs]
-        assert (
-            row["wall_s_min"]
-            == min(row["wall_s"])
-            <= row["wall_s_median"]
-            <= max(row["wall_s"])
-            == row["wall_s_max"]
-        )
-        check_runs(runs)
-        if row["cpu_s_note"] is None:
-            assert row["cpu_s_median"] == pytest.approx(statistics.median(run["cpu_s"] for run in runs))
-        found = {(flag["flag"], flag["cause"]) for flag in row["flags"]}
-        assert disturbed_flags(row["flags"]) == expected_disturbed(row["disturbance"], limits)
-        assert row["speedup"] == pytest.approx(serial["wall_s_median"] / row["wall_s_median"])
-        assert row["efficiency"] == pytest.approx(row["speedup"] / cores)
-        assert (("impossible", "speedup") in found) == (
-            row is not serial and row["speedup"] > row["speedup_limit"]
-        )
-        serial_disturbed = any(flag["flag"] == "disturbed" for flag in serial["flags"])
-        assert (("baseline", "baseline") in found) == (row is not serial and serial_disturbed)
 
 
 def test_compare_json_carries_what_each_run_used_and_what_disturbed_it() -> None:

@@ -12,6 +12,7 @@ import pytest
 from conquer import compare, figures, render, rounds
 from conquer.bench import tables, targets
 from conquer.bench.points import Point, add_speedups
+from conquer.interpreters import Interpreter
 from conquer.usage import Sample
 from tasks import Job
 from workers import plan
@@ -97,8 +98,12 @@ def test_efficiency_is_speedup_over_cores_for_cpu_bound_work_only() -> None:
 # ------------------------------------------------------------------ through `compare`'s summary
 
 
-def row(executor: str, walls: Sequence[float], other_share: float = 0.0) -> compare.Row:
+def row(
+    executor: str, walls: Sequence[float], other_share: float = 0.0, under: Interpreter | None = None
+) -> compare.Row:
     measured = rounds.Measured(Job("sum", 10**8), plan("sum", executor, 1 if executor == "serial" else 2))
+    if under is not None:
+        measured.interpreter, measured.site = under, BUILDS.index(under)
     measured.runs = runs(walls, other_share=other_share)
     return measured
 
@@ -131,6 +136,70 @@ def test_compare_prints_clean_rows_unmarked(capsys: pytest.CaptureFixture[str]) 
     assert "✗" not in table
     assert "?" not in table
     assert "2.000–2.020" in table  # the range beside the median
+
+
+# ------------------------------------------------------------------ two builds (`compare --python`)
+
+FREE = Interpreter("/ft/bin/python", "3.13.5", free_threaded=True, gil_enabled=False)
+GIL = Interpreter("/gil/bin/python", "3.11.2", free_threaded=False, gil_enabled=True)
+#: In the order given to --python: their rows' `site`.
+BUILDS = [FREE, GIL]
+
+
+def both(gil_serial_other_share: float = 0.0, free_serial: float = 2.6) -> dict[str, Any]:
+    """The issue's figures: free-threaded serial 2.6 s and threads 1.37 s; GIL 2.0 s both."""
+    return summary(
+        row("serial", [free_serial] * 3, under=FREE),
+        row("serial", [2.0] * 3, gil_serial_other_share, under=GIL),
+        row("threads", [1.37] * 3, under=FREE),
+        row("threads", [2.0] * 3, under=GIL),
+    )
+
+
+def test_each_build_gets_its_speedup_over_its_own_serial_and_over_the_gil_builds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    found = both()
+    assert found["interpreters"] == [FREE.to_dict(), GIL.to_dict()]
+    assert found["gil_serial_interpreter"] == GIL.to_dict()
+    free_serial, gil_serial, free_threads, gil_threads = found["results"]
+    assert free_threads["speedup"] == pytest.approx(2.6 / 1.37)  # threads scale
+    assert free_threads["speedup_vs_gil_serial"] == pytest.approx(2.0 / 1.37)
+    assert free_serial["speedup_vs_gil_serial"] == pytest.approx(2.0 / 2.6)  # each thread is slower
+    assert gil_threads["speedup"] == gil_threads["speedup_vs_gil_serial"] == pytest.approx(1.0)
+    assert gil_serial["speedup_vs_gil_serial"] == pytest.approx(1.0)
+    assert all(result["flags"] == [] for result in found["results"])
+    render.comparison(found)
+    table = capsys.readouterr().out
+    assert "3.13.5t GIL off" in table
+    assert "vs GIL serial" in table
+    assert "1.90×" in table
+    assert "1.46×" in table
+    assert "?" not in table
+
+
+def test_a_disturbed_gil_serial_flags_the_speedups_over_it_and_no_others(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    free_serial, _, free_threads, gil_threads = both(gil_serial_other_share=0.5)["results"]
+    assert [(flag["flag"], flag["cause"]) for flag in free_threads["flags"]] == [("baseline", "GIL serial")]
+    assert [(flag["flag"], flag["cause"]) for flag in free_serial["flags"]] == [("baseline", "GIL serial")]
+    assert [(flag["flag"], flag["cause"]) for flag in gil_threads["flags"]] == [("baseline", "baseline")]
+    render.comparison(both(gil_serial_other_share=0.5))
+    table = capsys.readouterr().out
+    free_threads_line = next(line for line in table.splitlines() if "threads" in line and "3.13.5t" in line)
+    assert "1.90× │" in free_threads_line  # its own speedup stays unmarked
+    assert "1.46× ?" in free_threads_line
+    assert "baseline (GIL" in free_threads_line  # the cell wraps after it
+    assert "baseline (GIL serial): every speedup" in table  # the legend
+
+
+def test_each_build_is_judged_against_its_own_serial() -> None:
+    """A free-threaded serial slowed to 4 s makes its threads 2.92×: impossible on 2 cores. The GIL
+    build's rows are not judged against it."""
+    _, _, free_threads, gil_threads = both(free_serial=4.0)["results"]
+    assert [flag["flag"] for flag in free_threads["flags"]] == ["impossible"]
+    assert gil_threads["flags"] == []
 
 
 # ------------------------------------------------------------------ through the bench
