@@ -77,6 +77,13 @@ RUN_ELSEWHERE = {
         why="the full run takes 15 minutes and rewrites docs/bench: the test runs the Makefile's "
         "command, `conquer bench --out DIR`, at --tiny sizes into a temporary directory",
     ),
+    "conquer compare sum 1e8 --executors serial,threads,processes --python .venv-ft/bin/python "
+    "--python .venv/bin/python": RunsIn(
+        "tests/conquer/test_interpreters.py",
+        ("sum", "1e6", "--executors", "threads", "--repeats", "2", "--python", ANY, "--python", ANY),
+        why="a table of both builds at 1e6, threads only (serial always runs): the test checks which "
+        "build ran each row and that the GIL was off, not speed; it finds the venvs itself",
+    ),
     "conquer demo responsive-terminal --frozen": RunsIn(
         "tests/demos/test_responsive_terminal.py",
         ("--frozen", "--items", "10", "--latency", "0.05"),
