@@ -40,11 +40,11 @@ import psutil
 import workers
 from conquer import machine
 from tasks import Job, check, split
-from tasks.settings import Settings
 from workers.base import Report
-from workers.celery_chord import Deployment, run, stack_settings
-from workers.celery_client import Client
-from workers.localstack import LocalStack, local_stack
+from workers.celery.chord import Deployment, run, stack_settings
+from workers.celery.client import Client
+from workers.celery.localstack import LocalStack, local_stack
+from workers.celery.settings import Settings
 
 CPU_JOB = Job("sum", 10**8, 16)
 TRIVIAL_JOB = Job("sum", 2000, 2000)
@@ -126,7 +126,7 @@ def usual_chord(job: Job, app: Any) -> float:
     """The job sent as a chord the way most Celery code does it; its wall time."""
     from celery import chord
 
-    from tasks.celery_app import CHUNK_TASK, COMBINE_TASK
+    from workers.celery.app import CHUNK_TASK, COMBINE_TASK
 
     began = time.perf_counter()
     header = [app.signature(CHUNK_TASK, (chunk.to_message(),), immutable=True) for chunk in split(job)]

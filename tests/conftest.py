@@ -32,8 +32,8 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
 
-    from workers.celery_client import Client
-    from workers.localstack import LocalStack
+    from workers.celery.client import Client
+    from workers.celery.localstack import LocalStack
 
 #: The console script pip installed next to this interpreter: the CLI exactly as users run it.
 CONQUER = str(Path(sys.executable).with_name("conquer"))
@@ -245,17 +245,17 @@ class Stack:
 
     @property
     def prefix(self) -> str:
-        from tasks.celery_app import redis_prefix
+        from workers.celery.app import redis_prefix
 
         return redis_prefix(self.stack.settings)
 
 
 @pytest.fixture(scope="session")
 def celery_stack() -> Iterator[Stack]:
-    from tasks.progress import redis_client
-    from tasks.settings import Settings
-    from workers.celery_client import Client
-    from workers.localstack import local_stack
+    from workers.celery.client import Client
+    from workers.celery.jobstore import redis_client
+    from workers.celery.localstack import local_stack
+    from workers.celery.settings import Settings
 
     settings = Settings(key_prefix=f"conquer-test-{secrets.token_hex(4)}", worker_concurrency=1)
     if REDIS_URL:

@@ -92,7 +92,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
         ),
         ExecutorSpec(
             "celery",
-            "workers.celery_chord",
+            "workers.celery.chord",
             "Celery worker processes fed through a Redis broker (a chord of chunk tasks)",
         ),
         ExecutorSpec(

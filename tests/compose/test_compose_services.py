@@ -29,7 +29,7 @@ import pytest
 from tests.compose.composefile import ROOT, SECRETS_DIR, rendered, settle_secrets, unescape
 from tests.conftest import CONQUER, SESSION_PROCESSES
 from tests.flower import flower_get
-from workers.localstack import redis_server_binary
+from workers.celery.localstack import redis_server_binary
 
 #: Where the Flower dashboard screenshot is kept after the run (ignored by git).
 ARTIFACTS = ROOT / "test-artifacts"

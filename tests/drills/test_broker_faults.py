@@ -26,14 +26,14 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tasks.celery_app import WORKER_WRITE_RETRY_S, config, redis_prefix
-from tasks.progress import CANCELLED, FAILURE, SUCCESS
-from tasks.settings import Settings
 from tests.conftest import CONQUER, conquer, one_line, wait_until
 from tests.redis_server import RedisServer, redis_server
 from workers import BrokerUnreachable
-from workers.celery_client import NOT_SENT, Client
-from workers.localstack import LocalStack, local_stack, wait_for_workers
+from workers.celery.app import WORKER_WRITE_RETRY_S, config, redis_prefix
+from workers.celery.client import NOT_SENT, Client
+from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS
+from workers.celery.localstack import LocalStack, local_stack, wait_for_workers
+from workers.celery.settings import Settings
 
 #: A download chunk only sleeps (items × latency), so these jobs take the time they say on a busy
 #: machine: 16 chunks of 0.4 s on 2 worker processes, about 3.2 s — long enough to act mid-job.

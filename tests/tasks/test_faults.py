@@ -280,8 +280,8 @@ def test_run_with_a_fault_fails_naming_the_chunk_and_the_item_written_as_a_count
 
 
 def test_celery_retries_the_transient_fault_only_with_a_small_cap_and_exponential_backoff() -> None:
-    from tasks.celery_app import CHUNK_RETRIES, CHUNK_TASK, make_app
-    from tasks.settings import Settings
+    from workers.celery.app import CHUNK_RETRIES, CHUNK_TASK, make_app
+    from workers.celery.settings import Settings
 
     app = make_app(Settings(key_prefix="t"))
     chunk = app.tasks[CHUNK_TASK]

@@ -17,7 +17,7 @@ from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tests.conftest import CONQUER, Stack, ctrl_c, keys_by_ttl, wait_until
 from workers import ChunkError, ChunkResult
-from workers.celery_chord import Deployment, run
+from workers.celery.chord import Deployment, run
 
 JOBS = {
     "sum": Job("sum", 1_000_003, 16),

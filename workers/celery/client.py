@@ -3,7 +3,7 @@
 This is the client half of the broker executor and of `conquer submit/status/result/cancel/workers`.
 A job id is 16 hex digits; its chunk tasks are `{id}-{index}` and its combine task is `{id}` itself,
 so everything about a job is found from its id alone — no list of task ids is stored anywhere. Every
-wait has a deadline, and progress is read in one Redis round trip per poll (`tasks.progress`).
+wait has a deadline, and progress is read in one Redis round trip per poll (`workers.celery.jobstore`).
 
 Usage::
 
@@ -27,9 +27,9 @@ from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
-from tasks.progress import JOB_ID, JobStatus, JobStore, redis_client
-from tasks.settings import Settings, mask
 from workers.base import BrokerUnreachable, ExecutorError
+from workers.celery.jobstore import JOB_ID, JobStatus, JobStore, redis_client
+from workers.celery.settings import Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -107,7 +107,7 @@ class Client:
     """A connection to one stack: its Celery app (for sending and control) and its job store."""
 
     def __init__(self, app: Celery, settings: Settings) -> None:
-        from tasks.celery_app import job_store
+        from workers.celery.app import job_store
 
         self.app = app
         self.settings = settings
@@ -117,7 +117,7 @@ class Client:
     def connect(cls, settings: Settings) -> Client:
         """A client for `settings`, after checking (within REACH_TIMEOUT_S) that Redis answers."""
         reach(settings)
-        from tasks.celery_app import make_app
+        from workers.celery.app import make_app
 
         return cls(make_app(settings), settings)
 
@@ -135,7 +135,7 @@ class Client:
         """
         from celery import chord
 
-        from tasks.celery_app import CHUNK_TASK, COMBINE_TASK
+        from workers.celery.app import CHUNK_TASK, COMBINE_TASK
 
         job_id = new_job_id()
         header = [
@@ -330,7 +330,7 @@ class Client:
 
     def workers(self, timeout: float) -> list[WorkerInfo]:
         """Every worker that answers within `timeout` s, with its pool and the chunks it is running."""
-        from tasks.celery_app import CHUNK_TASK
+        from workers.celery.app import CHUNK_TASK
 
         inspect = self.app.control.inspect(timeout=timeout)
         stats: dict[str, Any] = inspect.stats() or {}

@@ -10,8 +10,9 @@ its worker is killed -> late acknowledgement, the chunk runs again elsewhere; it
 fails naming the chunk's range; it raises TransientFault -> retried after 1, 2, 4 s; it overruns the
 soft time limit -> it fails naming the limit; it ignores that -> the hard limit kills its process.
 
-Configuration comes from `tasks.settings` (the environment). `tasks.app` is this module's `app`, built
-from it on first use, so Celery's own CLI works as in its tutorial.
+Configuration comes from `workers.celery.settings` (the environment). This module's `app` is built
+from it when the module is imported; `celery -A tasks` finds it through the entry module `tasks.celery`,
+so Celery's own CLI works as in its tutorial.
 
 Usage::
 
@@ -34,8 +35,8 @@ from celery.signals import celeryd_init
 
 from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
-from tasks.progress import JobStore, redis_client
-from tasks.settings import Settings, settings
+from workers.celery.jobstore import JobStore, redis_client
+from workers.celery.settings import Settings, settings
 
 CHUNK_TASK = "conquer.chunk"
 COMBINE_TASK = "conquer.combine"
@@ -268,5 +269,5 @@ def _store(settings: Settings, retry_s: float) -> JobStore:
     return JobStore(client, prefix=redis_prefix(settings), ttl=settings.result_expires)
 
 
-#: The app `celery -A tasks ...` finds (as `tasks.app`), configured from the environment.
+#: The app `celery -A tasks ...` finds (through `tasks.celery`), configured from the environment.
 app = make_app(settings())

@@ -6,7 +6,7 @@ through the result backend, where the last one triggers the combine step on a wo
 record says which worker (Celery node name) and pid ran it.
 
 With no broker configured (CELERY_BROKER_URL unset), `run` starts a private stack for the run — an
-embedded Redis and `workers` worker processes (`workers.localstack`) — and stops it afterwards. With
+embedded Redis and `workers` worker processes (`workers.celery.localstack`) — and stops it afterwards. With
 one configured, it sends the job there and the workers already running take it.
 
 Starting the stack is a deployment cost, not part of any job: `wall_s` runs from sending the chord to
@@ -29,8 +29,6 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job
-from tasks.progress import CANCELLED, FAILURE, JobStatus
-from tasks.settings import Settings, mask, settings
 from workers.base import (
     ChunkError,
     ChunkResult,
@@ -41,8 +39,10 @@ from workers.base import (
     WorkerLost,
     make_report,
 )
-from workers.celery_client import Client
-from workers.localstack import LocalStack, StackError, local_stack
+from workers.celery.client import Client
+from workers.celery.jobstore import CANCELLED, FAILURE, JobStatus
+from workers.celery.localstack import LocalStack, StackError, local_stack
+from workers.celery.settings import Settings, mask, settings
 
 #: Slack on top of the longest the job can take when every chunk runs into its hard time limit.
 DEADLINE_SLACK_S = 60.0
@@ -165,6 +165,6 @@ def _cancel_quietly(client: Client, job_id: str) -> None:
 
 
 if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
-    from workers import celery_chord as this  # noqa: PLW0406 (a module names itself only by importing)
+    from workers.celery import chord as this  # noqa: PLW0406 (a module names itself only by importing)
 
     _: DeployingExecutor[Deployment] = this

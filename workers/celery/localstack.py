@@ -7,7 +7,7 @@ with `broker_configured`), only the workers are started, against that broker.
 
 `local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
 — every process it started is stopped and the directory removed when it exits. (Should `conquer`
-itself be SIGKILLed, the children are killed too: they are started through `workers.die_with_parent`.)
+itself be SIGKILLed, the children are killed too: they are started through `workers.celery.launcher`.)
 
 Usage::
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from tasks.settings import Settings
+from workers.celery.settings import Settings
 from workers.processes.supervise import sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -148,8 +148,8 @@ def local_stack(
     yielded as soon as its processes are started — workers whose broker is not up yet keep trying to
     connect, and `wait_for_workers` waits for them later.
     """
-    from tasks.celery_app import make_app
-    from workers.celery_client import close_app
+    from workers.celery.app import make_app
+    from workers.celery.client import close_app
 
     began = time.monotonic()
     with ExitStack() as cleanup:
@@ -210,7 +210,7 @@ def _launch(
     output: IO[bytes] | None = None if inherit_output else log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.die_with_parent", str(os.getpid()), *command],
+            [sys.executable, "-m", "workers.celery.launcher", str(os.getpid()), *command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,

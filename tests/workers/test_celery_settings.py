@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
+from workers.celery.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
 
 
 def test_defaults_need_no_environment() -> None:
