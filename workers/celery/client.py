@@ -21,20 +21,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
 from workers.base import BrokerUnreachable, ExecutorError
 from workers.celery.jobstore import JOB_ID, JobStatus, JobStore, redis_client
+from workers.celery.kombu_fixes import all_or_nothing
 from workers.celery.settings import Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
     from celery.result import AsyncResult
-    from kombu import Producer
 
 #: How often a waiting client reads a job's progress. The answer itself arrives at once (Redis
 #: pub/sub wakes the client); this only paces the progress bar and the checks for failure.
@@ -163,7 +161,7 @@ class Client:
                 f"recording job {job_id} at {url} failed: {_reason(error)}; nothing was sent"
             ) from None
         try:
-            with _all_or_nothing(self.app):
+            with all_or_nothing(self.app):
                 result = chord(header, body).apply_async()
         except _broker_errors() as error:
             self._abandon(job_id)
@@ -402,62 +400,6 @@ def _broker_errors(*, transient_only: bool = False) -> tuple[type[Exception], ..
 
         return (RedisConnectionError, RedisTimeout, OperationalError, OSError)
     return (RedisError, KombuError, OSError)
-
-
-#: The producer holding this thread's messages back while `_all_or_nothing` sends a job.
-_HOLDING: ContextVar[Producer | None] = ContextVar("conquer_holding_producer", default=None)
-
-
-@contextmanager
-def _all_or_nothing(app: Celery) -> Iterator[None]:
-    """Within: the messages this thread publishes through `app` are held back, and on a clean exit
-    reach Redis in one MULTI/EXEC transaction — all of them or, should Redis fail, none.
-
-    The batch is kombu's own (`Producer.batch`, which buffers publishes in a Redis pipeline), made a
-    transaction: a plain pipeline is no more atomic than the single publishes it replaces. Celery
-    sends a chord's header tasks with a producer it takes from the app's pool, so the app is made
-    (once) to hand this thread the producer that holds the batch instead."""
-    _route_through_holding_producer(app)
-    with app.producer_or_acquire() as held:
-        producer: Any = held  # kombu's stubs predate Producer.batch
-        if not getattr(producer, "supports_batch_publish", False):
-            # e.g. a connection set to retry commands: kombu would then publish one by one.
-            raise ExecutorError("this broker connection cannot send a job all or nothing")
-        channel = producer.channel
-        setattr(channel, "create_publish_batch", partial(_transaction(), channel))  # noqa: B010
-        holding = _HOLDING.set(producer)
-        try:
-            with producer.batch(max_size=1_000_000):  # never flush part of a job early
-                yield
-        finally:
-            _HOLDING.reset(holding)
-            delattr(channel, "create_publish_batch")  # the channel's own method again
-
-
-@cache
-def _transaction() -> Callable[..., Any]:
-    """kombu's Redis publish batch, executed as MULTI/EXEC."""
-    from kombu.transport.redis import PublishBatch  # type: ignore[attr-defined]
-
-    class Transaction(PublishBatch):  # type: ignore[misc]
-        def __init__(self, channel: Any, max_size: int) -> None:
-            super().__init__(channel, max_size)
-            self.pipeline.transaction = True
-
-    return Transaction
-
-
-def _route_through_holding_producer(app: Celery) -> None:
-    """Make `app.producer_or_acquire()` hand out the holding producer, in the thread that has one."""
-    if getattr(app, "_conquer_holding", False):
-        return
-    acquire = app.producer_or_acquire
-
-    def producer_or_acquire(producer: Producer | None = None) -> Any:
-        return acquire(producer if producer is not None else _HOLDING.get())
-
-    setattr(app, "producer_or_acquire", producer_or_acquire)  # noqa: B010 (mypy: no method assignment)
-    setattr(app, "_conquer_holding", True)  # noqa: B010
 
 
 def _reason(error: BaseException) -> str:
