@@ -94,7 +94,7 @@ def snapshot(stack: LocalStack) -> Roles:
         client=cpu(psutil.Process()),
         main=sum(map(cpu, mains)),
         children=sum(map(cpu, children)),
-        redis=cpu(psutil.Process(stack.redis.pid)) if stack.redis else 0.0,
+        redis=cpu(psutil.Process(stack.broker.pid)) if stack.broker else 0.0,
     )
 
 
@@ -200,7 +200,7 @@ def redis_floor(stack: LocalStack) -> dict[str, float]:
     """redis-benchmark on the stack's socket: one client (latency-bound, like one Celery process) and
     50 clients, plain and pipelined."""
     binary = shutil.which("redis-benchmark")
-    if binary is None or stack.redis is None:
+    if binary is None or stack.broker is None:
         return {}
     sock = stack.settings.broker_url.removeprefix("redis+socket://")
     floor = {}

@@ -92,7 +92,7 @@ def _check_redis_url(name: str, url: str) -> None:
     """Refuse a Redis URL (whose scheme and database Settings checked) that the client cannot even
     build a connection from (a port that is not a number, an unknown option...): bad input, not an
     unreachable broker."""
-    from workers.celery.jobstore import redis_client
+    from workers.celery.brokers.redis import redis_client
     from workers.celery.settings import mask
 
     try:

@@ -245,15 +245,15 @@ class Stack:
 
     @property
     def prefix(self) -> str:
-        from workers.celery.app import redis_prefix
+        from workers.celery.brokers.redis import key_prefix
 
-        return redis_prefix(self.stack.settings)
+        return key_prefix(self.stack.settings)
 
 
 @pytest.fixture(scope="session")
 def celery_stack() -> Iterator[Stack]:
+    from workers.celery.brokers.redis import redis_client
     from workers.celery.client import Client
-    from workers.celery.jobstore import redis_client
     from workers.celery.localstack import local_stack
     from workers.celery.settings import Settings
 

@@ -45,7 +45,8 @@ from tasks.kinds import KINDS
 from tests.conftest import CONQUER, conquer
 from tests.redis_server import RedisServer, redis_server
 from workers import EXECUTORS, IPCS, START_METHODS, WORKERS_MAX
-from workers.celery.settings import BROKER_SCHEMES, ENV_BACKEND, ENV_BROKER, POOLS
+from workers.celery.brokers import BROKERS
+from workers.celery.settings import ENV_BACKEND, ENV_BROKER, POOLS
 
 #: Examples per command. Each costs a few milliseconds; all commands together take seconds.
 FUZZ = settings(
@@ -308,7 +309,7 @@ def foreign_url(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
             [f"{scheme}://user:{first}{middle}{last}@host:5672//", f"{scheme}:{first}{middle}{last}@host"]
         )
     )
-    if url.strip().partition("://")[0] in BROKER_SCHEMES:
+    if url.strip().partition("://")[0] in BROKERS:
         url = "amqp://" + url
     return url, (first, last)
 

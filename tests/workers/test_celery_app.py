@@ -11,7 +11,8 @@ import time
 import pytest
 
 from tests.conftest import Stack, fresh_python
-from workers.celery.app import CHUNK_TASK, COMBINE_TASK, RESTORE_INTERVAL_S, make_app
+from workers.celery.app import CHUNK_TASK, COMBINE_TASK, make_app
+from workers.celery.brokers.redis import RESTORE_INTERVAL_S
 from workers.celery.settings import Settings
 
 CELERY = [sys.executable, "-m", "celery", "-A", "tasks"]

@@ -44,7 +44,14 @@ def test_to_env_rebuilds_the_same_settings() -> None:
         ({"CELERY_BROKER_URL": "amqp://guest@localhost//"}, "CELERY_BROKER_URL must be a Redis URL"),
         ({"CELERY_RESULT_BACKEND": "db+sqlite:///x"}, "CELERY_RESULT_BACKEND must be a Redis URL"),
         ({"CELERY_BROKER_URL": "redis"}, "CELERY_BROKER_URL must be a Redis URL"),
-        ({"CELERY_BROKER_URL": "redis://localhost/zero"}, "the database in .* must be a number"),
+        (
+            {"CELERY_BROKER_URL": "redis://localhost/zero"},
+            "CELERY_BROKER_URL is .*: its database must be a number",
+        ),
+        (
+            {"CELERY_RESULT_BACKEND": "redis://h/x"},
+            "CELERY_RESULT_BACKEND is .*: its database must be a number",
+        ),
         ({"CONQUER_WORKER_POOL": "gevent"}, "CONQUER_WORKER_POOL must be one of prefork, solo"),
         ({"CONQUER_WORKER_CONCURRENCY": "0"}, "CONQUER_WORKER_CONCURRENCY must be at least 1"),
         ({"CONQUER_WORKER_CONCURRENCY": "two"}, "must be a whole number"),

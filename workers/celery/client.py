@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
 from workers.base import BrokerUnreachable, ExecutorError
-from workers.celery.jobstore import JOB_ID, JobStatus, JobStore, redis_client
-from workers.celery.kombu_fixes import all_or_nothing
+from workers.celery import brokers
+from workers.celery.brokers import redis
+from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
 from workers.celery.settings import Settings, mask
 
 if TYPE_CHECKING:
@@ -102,18 +103,21 @@ def check_job_id(job_id: str) -> str:
 
 
 class Client:
-    """A connection to one stack: its Celery app (for sending and control) and its job store."""
+    """A connection to one stack: its Celery app (for sending and control), its broker and its job
+    store (in the result backend's Redis)."""
 
     def __init__(self, app: Celery, settings: Settings) -> None:
         from workers.celery.app import job_store
 
         self.app = app
         self.settings = settings
+        self.broker = brokers.for_url(settings.broker_url)
         self.store: JobStore = job_store(app)
 
     @classmethod
     def connect(cls, settings: Settings) -> Client:
-        """A client for `settings`, after checking (within REACH_TIMEOUT_S) that Redis answers."""
+        """A client for `settings`, after checking (within REACH_TIMEOUT_S) that the broker and the
+        result backend answer."""
         reach(settings)
         from workers.celery.app import make_app
 
@@ -127,9 +131,10 @@ class Client:
     def submit(self, job: Job) -> str:
         """Send the job's chord and return its id at once. Messages carry ranges, never data.
 
-        All or nothing: the chunk messages reach Redis in one MULTI/EXEC, so a broker that fails during
-        the send (connection lost, out of memory) leaves none of them queued — never part of a job
-        whose chord could not complete. The job is then marked failed (BrokerUnreachable is raised).
+        All or nothing: the chunk messages reach the broker at once (Redis: in one MULTI/EXEC), so a
+        broker that fails during the send (connection lost, out of memory) leaves none of them queued —
+        never part of a job whose chord could not complete. The job is then marked failed
+        (BrokerUnreachable is raised).
         """
         from celery import chord
 
@@ -156,14 +161,15 @@ class Client:
         url = mask(self.settings.broker_url)
         try:
             self.store.create(job_id, job)
-        except _broker_errors() as error:
+        except redis.errors() as error:
             raise BrokerUnreachable(
                 f"recording job {job_id} at {url} failed: {_reason(error)}; nothing was sent"
             ) from None
         try:
-            with all_or_nothing(self.app):
+            with self.broker.all_or_nothing(self.app):
                 result = chord(header, body).apply_async()
-        except _broker_errors() as error:
+        # The broker's errors, and the result backend's (sending a chord also writes there).
+        except (*self.broker.errors(), *redis.errors()) as error:
             self._abandon(job_id)
             raise BrokerUnreachable(
                 # kombu's batch error only says delivery is uncertain; its cause says why.
@@ -187,10 +193,10 @@ class Client:
                 self.store.cancel(job_id)
                 return
             except ResponseError:
-                with suppress(*_broker_errors()):
+                with suppress(*redis.errors()):
                     self.store.client.delete(*self.store.keys(job_id))
                 return
-            except _broker_errors():
+            except redis.errors():
                 if time.monotonic() > deadline:
                     return  # no chunk was queued; the record expires with its TTL
                 time.sleep(RETRY_S)
@@ -299,7 +305,7 @@ class Client:
         its URL: one line for the CLI, and what `wait` retries."""
         try:
             yield
-        except _broker_errors(transient_only=True) as error:
+        except redis.errors(transient_only=True) as error:
             raise BrokerUnreachable(
                 f"lost Redis at {mask(self.settings.result_backend)}: {_reason(error)}"
             ) from None
@@ -359,19 +365,18 @@ class Client:
 def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     """Raise BrokerUnreachable (naming the URL, password masked) unless the broker and the result
     backend both answer PING within `timeout` seconds in all — slow DNS included."""
-    urls = dict.fromkeys((settings.broker_url, settings.result_backend))
+    broker = brokers.for_url(settings.broker_url)
+    # The result backend is Redis whatever the broker (one ping when both are the same Redis).
+    servers: dict[str, brokers.Broker] = {settings.broker_url: broker, settings.result_backend: redis}
     errors: list[str] = []
 
     def ping() -> None:
-        for url in urls:
-            client = redis_client(url, timeout=timeout)
+        for url, server in servers.items():
             try:
-                client.ping()
+                server.ping(url, timeout)
             except Exception as error:
-                errors.append(f"cannot reach Redis at {mask(url)}: {_reason(error)}")
+                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}")
                 return
-            finally:
-                client.close()
 
     # A daemon thread, so that a resolver stuck past the deadline cannot keep `conquer` waiting.
     probe = threading.Thread(target=ping, name="conquer-reach", daemon=True)
@@ -379,27 +384,10 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     probe.join(timeout)
     if probe.is_alive():
         raise BrokerUnreachable(
-            f"cannot reach Redis at {mask(settings.broker_url)}: no answer in {timeout:g} s"
+            f"cannot reach {broker.NAME} at {mask(settings.broker_url)}: no answer in {timeout:g} s"
         )
     if errors:
         raise BrokerUnreachable(errors[0])
-
-
-def _broker_errors(*, transient_only: bool = False) -> tuple[type[Exception], ...]:
-    """What a Redis going away (or refusing writes) raises through redis-py, kombu and Celery.
-
-    transient_only: only the errors worth asking again after (connection lost or refused, timeouts,
-    a Redis still loading its AOF), not a command Redis refused."""
-    from kombu.exceptions import KombuError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
-    from redis.exceptions import TimeoutError as RedisTimeout
-
-    if transient_only:
-        from kombu.exceptions import OperationalError
-
-        return (RedisConnectionError, RedisTimeout, OperationalError, OSError)
-    return (RedisError, KombuError, OSError)
 
 
 def _reason(error: BaseException) -> str:
@@ -436,7 +424,7 @@ class _Wake:
             while self.pubsub.get_message(timeout=max(0.0, until - time.monotonic())) is None:
                 if time.monotonic() >= until:
                     return
-        except _broker_errors(transient_only=True):
+        except redis.errors(transient_only=True):
             time.sleep(max(0.0, until - time.monotonic()))
 
     def close(self) -> None:

@@ -21,7 +21,7 @@ would otherwise re-create.
 
 Usage::
 
-    store = JobStore(redis_client(url), prefix="", ttl=86400)
+    store = JobStore(redis_client(url), prefix="", ttl=86400)  # workers.celery.brokers.redis
     store.status(job_id)
 """
 
@@ -47,29 +47,6 @@ ATTEMPTS, RETRIES, COMBINES = "attempts", "retries", "combines"
 
 #: The states `status` reports, in the order a job goes through them.
 QUEUED, RUNNING, SUCCESS, FAILURE, CANCELLED = "QUEUED", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"
-
-
-def redis_client(url: str, *, timeout: float = 10.0, retry_s: float = 0) -> redis.Redis:
-    """A redis-py client for a Celery-style Redis URL (`redis+socket:///path` included). With
-    `retry_s`, a command that finds Redis unreachable is tried again every RETRY_INTERVAL_S for about
-    that long; without, redis-py's default (a few quick retries) applies."""
-    import redis
-    from redis.backoff import ConstantBackoff
-    from redis.retry import Retry
-
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url.removeprefix("redis+socket://")
-    options: dict[str, Any] = {"socket_timeout": timeout}
-    if retry_s:
-        options["retry"] = Retry(ConstantBackoff(RETRY_INTERVAL_S), round(retry_s / RETRY_INTERVAL_S))
-        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
-    if not url.startswith("unix://"):
-        options["socket_connect_timeout"] = min(timeout, 3.0)
-    return redis.Redis.from_url(url, **options)
-
-
-#: The pause between tries of a command whose Redis went away (see `redis_client`).
-RETRY_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ between that and one atomic send, each worked around here for as long as it stan
    hand this thread the holding producer instead (`_route_through_holding_producer`). It can go when
    Celery's chord keeps a `producer=` option out of its body (no upstream issue known, as of Celery 5.7).
 
-`Client.submit` (workers.celery.client) sends every job through `all_or_nothing`.
+The Redis broker (`workers.celery.brokers.redis`) sends every job through `all_or_nothing`.
 
 Usage::
 
