@@ -26,14 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
 from workers.base import BrokerUnreachable, ExecutorError
-from workers.celery import brokers
+from workers.celery import brokers, results
 from workers.celery.brokers import redis
 from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
 from workers.celery.settings import Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
-    from celery.result import AsyncResult
 
 #: How often a waiting client reads a job's progress. The answer itself arrives at once (Redis
 #: pub/sub wakes the client); this only paces the progress bar and the checks for failure.
@@ -124,7 +123,7 @@ class Client:
         return cls(make_app(settings), settings)
 
     def close(self) -> None:
-        close_app(self.app)
+        results.close_app(self.app)
 
     # ------------------------------------------------------------------------------------- submit
 
@@ -176,7 +175,7 @@ class Client:
                 f"sending job {job_id} to {url} failed: {_reason(error.__cause__ or error)}; "
                 "none of its chunks will run"
             ) from None
-        _forget_locally(result)
+        results.forget_locally(result)
         return job_id
 
     def _abandon(self, job_id: str) -> None:
@@ -222,7 +221,7 @@ class Client:
         Celery stored while the job store could not be written (Redis was away), fails the chord
         without a trace in the job store. The combine step then never runs, and the job would
         look RUNNING until its keys expire."""
-        raw = self.store.client.get(_result_key(self.app, status.job_id))
+        raw = self.store.client.get(results.result_key(self.app, status.job_id))
         meta = json.loads(raw) if raw else {}
         if meta.get("status") != "FAILURE":
             return status
@@ -252,7 +251,7 @@ class Client:
         """
         deadline = time.monotonic() + timeout
         chord_checked = time.monotonic()
-        wake = _Wake(self.store.client, _result_key(self.app, job_id))
+        wake = results.Wake(self.store.client, results.result_key(self.app, job_id))
         seen: set[int] = set()
         read = 0
         try:
@@ -393,62 +392,3 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0].rstrip(".")
-
-
-def _result_key(app: Celery, task_id: str) -> bytes:
-    """The Redis key (and pub/sub channel) of a task's result in Celery's Redis backend."""
-    backend: Any = app.backend
-    return bytes(backend.get_key_for_task(task_id))
-
-
-class _Wake:
-    """Sleeps that end early when the job's answer is published.
-
-    The combine step's result is stored by Celery's Redis backend, which also PUBLISHes it on a
-    channel named after the task: subscribed to it, a waiting client wakes at once instead of at its
-    next poll. This is only a hint — the job store is what is read — so a lost connection just makes
-    the sleep a plain one (redis-py subscribes again on its next connection). Not Celery's
-    `AsyncResult.get`: on a lost connection its result consumer retries for some 20 s, logging each
-    attempt to stderr, then raises RuntimeError.
-    """
-
-    def __init__(self, client: Any, channel: bytes) -> None:
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self.channel = channel
-
-    def sleep(self, timeout: float) -> None:
-        until = time.monotonic() + timeout
-        try:
-            if not self.pubsub.subscribed:
-                self.pubsub.subscribe(self.channel)
-            while self.pubsub.get_message(timeout=max(0.0, until - time.monotonic())) is None:
-                if time.monotonic() >= until:
-                    return
-        except redis.errors(transient_only=True):
-            time.sleep(max(0.0, until - time.monotonic()))
-
-    def close(self) -> None:
-        with suppress(Exception):  # the connection may be gone already; closing is best effort
-            self.pubsub.close()
-
-
-def close_app(app: Celery) -> None:
-    """Close a client app for good, before its Redis may go away.
-
-    Sending a group, Celery subscribes to each task's result channel and keeps the subscription until
-    that result arrives — which for chunk tasks (ignore_result) it never does; each one is dropped only
-    when its AsyncResult is garbage-collected, possibly after Redis stopped, printing a traceback from
-    `__del__`. So: close the result consumer's pub/sub connection and forget the subscriptions first.
-    """
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.stop()
-        consumer.subscribed_to.clear()
-    app.close()
-
-
-def _forget_locally(result: AsyncResult[Any]) -> None:
-    """Drop the client's pub/sub subscription for `result` now, while Redis is certainly still up
-    (Celery would otherwise do it whenever the object is garbage-collected)."""
-    with suppress(Exception):  # best effort: the subscription dies with the connection anyway
-        getattr(result.backend, "remove_pending_result", lambda _result: None)(result)

@@ -135,7 +135,7 @@ def local_stack(
     connect, and `wait_for_workers` waits for them later.
     """
     from workers.celery.app import make_app
-    from workers.celery.client import close_app
+    from workers.celery.results import close_app
 
     began = time.monotonic()
     with ExitStack() as cleanup:
