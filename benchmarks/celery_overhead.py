@@ -41,9 +41,9 @@ import workers
 from conquer import machine
 from tasks import Job, check, split
 from workers.base import Report
-from workers.celery.chord import Deployment, run, stack_settings
+from workers.celery.chord import Deployment, run
 from workers.celery.client import Client
-from workers.celery.localstack import LocalStack, local_stack
+from workers.celery.localstack import LocalStack, local_stack, node_layout
 from workers.celery.settings import Settings
 
 CPU_JOB = Job("sum", 10**8, 16)
@@ -51,7 +51,7 @@ TRIVIAL_JOB = Job("sum", 2000, 2000)
 WORKERS = 2
 
 #: name -> (pool, task events). Each is deployed as the celery executor deploys 2 worker processes
-#: (`stack_settings`): prefork as 1 worker × 2 pool processes, solo as 2 workers.
+#: (`node_layout`): prefork as 1 worker × 2 pool processes, solo as 2 workers.
 VARIANTS = {
     "celery prefork": ("prefork", False),  # what `conquer run/compare --on celery` starts
     "celery prefork+events": ("prefork", True),  # as `conquer up` and compose run it, for Flower
@@ -112,7 +112,7 @@ def stacks() -> Iterator[dict[str, Deployment]]:
     with ExitStack() as started:
         deployments = {}
         for name, (pool, events) in VARIANTS.items():
-            settings, nodes = stack_settings(Settings(worker_pool=pool, task_events=events), WORKERS)
+            settings, nodes = node_layout(Settings(worker_pool=pool, task_events=events), WORKERS)
             stack = started.enter_context(local_stack(settings, workers=nodes))
             deployments[name] = Deployment(Client(stack.app, stack.settings), stack, stack.startup_s)
         stack = started.enter_context(

@@ -405,8 +405,7 @@ def up(workers: int | None, flower: bool, flower_port: int, verbose: bool) -> in
     Flower start, against that broker.
     """
     from conquer.cli import default_workers
-    from workers.celery.chord import stack_settings as node_layout
-    from workers.celery.localstack import StackError, free_port, local_stack, port_free
+    from workers.celery.localstack import StackError, free_port, local_stack, node_layout, port_free
 
     count = default_workers() if workers is None else workers
     if not 1 <= count <= 64:

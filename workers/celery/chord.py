@@ -34,14 +34,14 @@ from workers.base import (
     ChunkResult,
     DeployingExecutor,
     ExecutorError,
-    Progress,
+    OnChunk,
     Report,
     WorkerLost,
     make_report,
 )
 from workers.celery.client import Client
 from workers.celery.jobstore import CANCELLED, FAILURE, JobStatus
-from workers.celery.localstack import LocalStack, StackError, local_stack
+from workers.celery.localstack import LocalStack, StackError, local_stack, node_layout
 from workers.celery.settings import Settings, mask, settings
 
 #: Slack on top of the longest the job can take when every chunk runs into its hard time limit.
@@ -68,16 +68,6 @@ class Deployment:
         return {"broker": "external", "broker_url": mask(self.client.settings.broker_url)}
 
 
-def stack_settings(base: Settings, workers: int) -> tuple[Settings, int]:
-    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
-
-    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
-    hands over); solo: `workers` workers, each running chunks in its main process."""
-    if base.worker_pool == "solo":
-        return dataclasses.replace(base, worker_concurrency=1), workers
-    return dataclasses.replace(base, worker_concurrency=workers), 1
-
-
 @contextmanager
 def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment]:
     """Connect to the configured broker, or start a private stack of `workers` worker processes."""
@@ -90,7 +80,7 @@ def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment
         finally:
             client.close()
         return
-    node_settings, nodes = stack_settings(base, workers)
+    node_settings, nodes = node_layout(base, workers)
     # A stack for runs has no monitor attached: task events would be two messages per chunk for
     # nobody. (`conquer up` keeps them: Flower shows them.)
     node_settings = dataclasses.replace(node_settings, task_events=False)
@@ -105,7 +95,7 @@ def run(
     job: Job,
     *,
     workers: int,
-    progress: Progress | None = None,
+    progress: OnChunk | None = None,
     deployment: Deployment | None = None,
     timeout: float | None = None,
 ) -> Report:

@@ -17,6 +17,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 import shutil
@@ -112,6 +113,16 @@ class LocalStack:
         if self.flower:
             named.append(("flower", self.flower))
         return named
+
+
+def node_layout(base: Settings, workers: int) -> tuple[Settings, int]:
+    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
+
+    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
+    hands over); solo: `workers` workers, each running chunks in its main process."""
+    if base.worker_pool == "solo":
+        return dataclasses.replace(base, worker_concurrency=1), workers
+    return dataclasses.replace(base, worker_concurrency=workers), 1
 
 
 @contextmanager
