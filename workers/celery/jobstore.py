@@ -147,8 +147,6 @@ class JobStore:
             "latency": job.latency,
             "submitted": time.time(),
         }
-        if job.fail_at is not None:
-            fields["fail_at"] = job.fail_at
         if job.fault is not None:
             fields["fault"] = job.fault
         with self.client.pipeline(transaction=True) as pipe:
@@ -170,13 +168,11 @@ class JobStore:
         if b"kind" not in record:  # never submitted, expired, or only a late chunk's trace left
             return None
         fields = {key.decode(): value.decode() for key, value in record.items()}
-        fail_at = fields.get("fail_at")
         job = Job(
             fields["kind"],
             int(fields["n"]),
             int(fields["chunks"]),
             latency=float(fields["latency"]),
-            fail_at=int(fail_at) if fail_at else None,
             fault=fields.get("fault"),
         )
         return JobStatus(
