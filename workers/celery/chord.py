@@ -53,6 +53,7 @@ class Deployment:
     """Where the chunks go: a stack this process started, or an external one (stack None)."""
 
     client: Client
+    #: Read by name by `conquer.usage` (whose meter counts the CPU time of `stack.processes`).
     stack: LocalStack | None
     setup_s: float
 

