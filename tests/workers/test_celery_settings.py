@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.conftest import fresh_python
 from workers.celery.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
 
 
@@ -13,6 +14,16 @@ def test_defaults_need_no_environment() -> None:
     assert not settings.broker_configured
     assert settings.worker_concurrency >= 1
     assert settings.hard_time_limit < settings.visibility_timeout
+
+
+def test_reading_and_checking_settings_loads_no_client_library() -> None:
+    """The CLI checks settings before it starts anything, and `conquer.machine` reads them for every
+    benchmark record: the broker modules they ask about URLs must not pull in Celery, kombu or redis-py."""
+    probe = (
+        "import sys; from workers.celery.settings import Settings; Settings.from_env({}); "
+        "Settings(broker_url='redis://h/1'); print(sorted({'celery', 'kombu', 'redis'} & set(sys.modules)))"
+    )
+    assert fresh_python(probe).strip() == "[]"
 
 
 def test_the_result_backend_defaults_to_the_broker() -> None:
