@@ -40,18 +40,18 @@ import psutil
 import workers
 from conquer import machine
 from tasks import Job, check, split
-from tasks.settings import Settings
 from workers.base import Report
-from workers.celery_chord import Deployment, run, stack_settings
-from workers.celery_client import Client
-from workers.localstack import LocalStack, local_stack
+from workers.celery.chord import Deployment, run
+from workers.celery.client import Client
+from workers.celery.localstack import LocalStack, local_stack, node_layout
+from workers.celery.settings import Settings
 
 CPU_JOB = Job("sum", 10**8, 16)
 TRIVIAL_JOB = Job("sum", 2000, 2000)
 WORKERS = 2
 
 #: name -> (pool, task events). Each is deployed as the celery executor deploys 2 worker processes
-#: (`stack_settings`): prefork as 1 worker × 2 pool processes, solo as 2 workers.
+#: (`node_layout`): prefork as 1 worker × 2 pool processes, solo as 2 workers.
 VARIANTS = {
     "celery prefork": ("prefork", False),  # what `conquer run/compare --on celery` starts
     "celery prefork+events": ("prefork", True),  # as `conquer up` and compose run it, for Flower
@@ -94,7 +94,7 @@ def snapshot(stack: LocalStack) -> Roles:
         client=cpu(psutil.Process()),
         main=sum(map(cpu, mains)),
         children=sum(map(cpu, children)),
-        redis=cpu(psutil.Process(stack.redis.pid)) if stack.redis else 0.0,
+        redis=cpu(psutil.Process(stack.broker.pid)) if stack.broker else 0.0,
     )
 
 
@@ -112,7 +112,7 @@ def stacks() -> Iterator[dict[str, Deployment]]:
     with ExitStack() as started:
         deployments = {}
         for name, (pool, events) in VARIANTS.items():
-            settings, nodes = stack_settings(Settings(worker_pool=pool, task_events=events), WORKERS)
+            settings, nodes = node_layout(Settings(worker_pool=pool, task_events=events), WORKERS)
             stack = started.enter_context(local_stack(settings, workers=nodes))
             deployments[name] = Deployment(Client(stack.app, stack.settings), stack, stack.startup_s)
         stack = started.enter_context(
@@ -126,7 +126,7 @@ def usual_chord(job: Job, app: Any) -> float:
     """The job sent as a chord the way most Celery code does it; its wall time."""
     from celery import chord
 
-    from tasks.celery_app import CHUNK_TASK, COMBINE_TASK
+    from workers.celery.app import CHUNK_TASK, COMBINE_TASK
 
     began = time.perf_counter()
     header = [app.signature(CHUNK_TASK, (chunk.to_message(),), immutable=True) for chunk in split(job)]
@@ -200,7 +200,7 @@ def redis_floor(stack: LocalStack) -> dict[str, float]:
     """redis-benchmark on the stack's socket: one client (latency-bound, like one Celery process) and
     50 clients, plain and pipelined."""
     binary = shutil.which("redis-benchmark")
-    if binary is None or stack.redis is None:
+    if binary is None or stack.broker is None:
         return {}
     sock = stack.settings.broker_url.removeprefix("redis+socket://")
     floor = {}

@@ -137,7 +137,7 @@ def broker() -> dict[str, Any]:
     side is not installed. Read from the Celery settings module without importing Celery; raises its
     SettingsError (a ValueError) when a variable cannot work."""
     try:
-        settings_module = importlib.import_module("tasks.settings")
+        settings_module = importlib.import_module("workers.celery.settings")
     except ImportError:
         return {"kind": "none", "url": None}
     settings = settings_module.Settings.from_env()

@@ -33,9 +33,9 @@ from conquer.numbers import FiniteFloatRange
 from tasks import KINDS, faults
 
 if TYPE_CHECKING:
-    from tasks.progress import JobStatus
-    from tasks.settings import Settings
-    from workers.celery_client import Client
+    from workers.celery.client import Client
+    from workers.celery.jobstore import JobStatus
+    from workers.celery.settings import Settings
 
 #: `conquer submit --wait` and `conquer result` give up after this long unless told otherwise.
 WAIT_DEFAULT_S = 600.0
@@ -62,7 +62,7 @@ def _failure(message: str, code: ExitCode) -> Exception:
 
 
 def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
-    from workers.celery_client import check_job_id
+    from workers.celery.client import check_job_id
 
     try:
         return check_job_id(value.strip().lower())
@@ -77,7 +77,7 @@ JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
 
 def stack_settings() -> Settings:
     """This process's settings; a variable that cannot work is bad input (exit 2)."""
-    from tasks.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
+    from workers.celery.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
 
     try:
         found = settings()
@@ -92,8 +92,8 @@ def _check_redis_url(name: str, url: str) -> None:
     """Refuse a Redis URL (whose scheme and database Settings checked) that the client cannot even
     build a connection from (a port that is not a number, an unknown option...): bad input, not an
     unreachable broker."""
-    from tasks.progress import redis_client
-    from tasks.settings import mask
+    from workers.celery.brokers.redis import redis_client
+    from workers.celery.settings import mask
 
     try:
         client = redis_client(url)
@@ -111,7 +111,7 @@ def _check_redis_url(name: str, url: str) -> None:
 def connected() -> Iterator[Client]:
     """A client for the configured stack, closed afterwards; exit 3 if Redis does not answer."""
     from workers import BrokerUnreachable
-    from workers.celery_client import Client
+    from workers.celery.client import Client
 
     try:
         client = Client.connect(stack_settings())
@@ -127,7 +127,7 @@ def connected() -> Iterator[Client]:
 def job_errors() -> Iterator[None]:
     """Unknown ids, timeouts and a broker lost midway, as one line and their exit codes."""
     from workers import BrokerUnreachable
-    from workers.celery_client import JobTimeout, UnknownJob
+    from workers.celery.client import JobTimeout, UnknownJob
 
     try:
         yield
@@ -223,7 +223,7 @@ def _wait_with_progress(client: Client, job_id: str, timeout: float, total: int,
 def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
     """Print a finished job's answer and verification (or why it has none); return the exit code."""
     from tasks.job import check
-    from tasks.progress import CANCELLED, FAILURE, SUCCESS
+    from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS
 
     if status.state == CANCELLED:
         raise _failure(
@@ -372,7 +372,7 @@ def workers(timeout: float, as_json: bool) -> int:
         if not worker.active:
             click.echo("  idle")
     if not found:
-        from tasks.settings import mask
+        from workers.celery.settings import mask
 
         raise _failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.JOB_FAILED)
     return ExitCode.OK
@@ -405,8 +405,7 @@ def up(workers: int | None, flower: bool, flower_port: int, verbose: bool) -> in
     Flower start, against that broker.
     """
     from conquer.cli import default_workers
-    from workers.celery_chord import stack_settings as node_layout
-    from workers.localstack import StackError, free_port, local_stack, port_free
+    from workers.celery.localstack import StackError, free_port, local_stack, node_layout, port_free
 
     count = default_workers() if workers is None else workers
     if not 1 <= count <= 64:
@@ -432,8 +431,8 @@ def up(workers: int | None, flower: bool, flower_port: int, verbose: bool) -> in
 
 
 def _announce(stack: Any, verbose: bool) -> None:
-    from tasks.settings import ENV_BROKER, mask
-    from workers.localstack import FLOWER_USER
+    from workers.celery.localstack import FLOWER_USER
+    from workers.celery.settings import ENV_BROKER, mask
 
     # An embedded broker's URL is a socket path only this user can open, and the other shell needs
     # it; an external broker's may hold a password, and the other shell can set it as this one did.

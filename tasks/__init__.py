@@ -1,6 +1,11 @@
 """What is computed: the job's pure functions (`Job`, `split`, `run_chunk`, `combine`, `check`).
 
-Nothing here imports anything heavy or starts any concurrency.
+`job` (a job and its chunks), `kinds` (what each kind of job computes and how its answer is checked),
+`faults` (the faults a job can inject). Nothing here imports anything heavy, starts any concurrency or
+knows who runs it: the executors are in `workers`, the Celery side in `workers.celery`.
+
+`tasks.celery` is not part of this: it is the entry module Celery's CLI finds (`celery -A tasks`),
+which nothing here imports.
 """
 
 from __future__ import annotations
@@ -35,13 +40,3 @@ __all__ = [
     "run_chunk_async",
     "split",
 ]
-
-
-def __getattr__(name: str) -> object:
-    """`tasks.app` (and `tasks.celery`, the other name Celery's `-A tasks` looks for): the Celery app,
-    imported on first use only (PEP 562), so that importing `tasks` never loads Celery."""
-    if name in ("app", "celery"):
-        from tasks.celery_app import app
-
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

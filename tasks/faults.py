@@ -6,7 +6,7 @@ strikes only the chunk whose range holds its item:
 - ``fail@ITEM``: the chunk raises `InjectedFault` on every attempt — a deterministic error. Every
   executor fails the job with a message naming the chunk's range; Celery does not retry it.
 - ``transient:K@ITEM``: the chunk raises `TransientFault` on its first K attempts, then succeeds.
-  Celery retries it with exponential backoff (up to its retry cap, `tasks.celery_app.CHUNK_RETRIES`),
+  Celery retries it with exponential backoff (up to its retry cap, `workers.celery.app.CHUNK_RETRIES`),
   so the job succeeds if K is within the cap. In-host executors have no retries: the first attempt
   fails the run, as any error does.
 - ``slow:S@ITEM``: the chunk sleeps S seconds before computing. Through Celery, past the chunk's soft

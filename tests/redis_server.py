@@ -2,7 +2,7 @@
 
 The session's shared Redis (REDIS_URL or the embedded one) must never be restarted under the other
 tests; drills that take the broker away use one of these instead. It runs the same binary the
-embedded stack runs (`workers.localstack.redis_server_binary`), on a free TCP port of 127.0.0.1.
+embedded stack runs (`workers.celery.brokers.redis.server_binary`), on a free TCP port of 127.0.0.1.
 
 With `appendonly`, it persists as the compose stack's Redis does: an append-only file fsynced every
 second (`appendfsync everysec`, compose.yaml). `stop()` is a clean stop (SIGTERM: Redis writes and
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import redis
 
-from workers.localstack import free_port, redis_server_binary
+from workers.celery.brokers.redis import server_binary
+from workers.celery.localstack import free_port
 
 #: How long a starting Redis may take to answer PING (it loads its AOF first).
 START_DEADLINE_S = 20
@@ -48,7 +49,7 @@ class RedisServer:
         """Start the server (again) on the same port and directory, and wait until it answers."""
         # fmt: off
         command = [
-            self.binary or redis_server_binary(), "-",  # the configuration on stdin: no password in argv
+            self.binary or server_binary(), "-",  # the configuration on stdin: no password in argv
         ]
         config = "\n".join([
             f"port {self.port}",

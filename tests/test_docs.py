@@ -7,7 +7,7 @@
   `tests/drills/`, `docs/bench/*.png`), exists from the repository's root: a path is a word that starts
   with a top-level folder of the repository.
 - Every file name in backquotes (`test_worker_faults.py`) is the name of a file of the repository, and
-  every dotted module in backquotes (`workers.managers`, `tasks.celery_app.CHUNK_RETRIES`) is a module
+  every dotted module in backquotes (`workers.managers`, `workers.celery.app.CHUNK_RETRIES`) is a module
   of it, the name after the module (if any) occurring in that module; a dotted name the code itself
   gives as a string (the Celery task `conquer.chunk`) counts as one.
 
@@ -254,7 +254,8 @@ def test_the_checks_find_what_is_broken(tmp_path: Path) -> None:
         "[no heading](../README.md#no-such-heading) [web](https://example.org/#x) [out](../../x.md) [a\n"
         "wrapped link](nowhere-either.md)\n"
         "`workers/serial.py` and `tasks/nowhere.py`, `test_load.py` and `no_such_test.py`,\n"
-        "`workers.managers`, `workers.nowhere`, `tasks.settings.mask`, `tasks.settings.no_such_name`,\n"
+        "`workers.managers`, `workers.nowhere`, `workers.celery.settings.mask`,\n"
+        "`workers.celery.settings.no_such_name`,\n"
         "`conquer.chunk` (a task name the code gives)\n\n"
         "```sh\nls tests/no-such-folder/  # [not a link](nowhere.md)\n```\n",
         encoding="utf-8",
@@ -270,6 +271,6 @@ def test_the_checks_find_what_is_broken(tmp_path: Path) -> None:
         f"{where}:7: tasks/nowhere.py — no such path in the repository",
         f"{where}:7: no_such_test.py — no file of that name in the repository",
         f"{where}:8: workers.nowhere — no such module in the repository",
-        f"{where}:8: tasks.settings.no_such_name — no such module in the repository",
-        f"{where}:12: tests/no-such-folder/ — no such path in the repository",
+        f"{where}:9: workers.celery.settings.no_such_name — no such module in the repository",
+        f"{where}:13: tests/no-such-folder/ — no such path in the repository",
     ]

@@ -4,7 +4,7 @@
   payload never runs, and the worker goes on serving.
 - No secret leaves the URL it was given in: with the broker behind a password, the password appears in
   no log, no message or key in Redis, no command on the wire but AUTH (watched with MONITOR), and no
-  output of `conquer` — its errors print the URL masked. `tasks.settings.mask` hides any password,
+  output of `conquer` — its errors print the URL masked. `workers.celery.settings.mask` hides any password,
   percent-encoded or not.
 
 Already proven elsewhere, not repeated here: Flower answers 401 without its credentials
@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tasks.celery_app import CHUNK_TASK
-from tasks.progress import SUCCESS
-from tasks.settings import ENV_BROKER, mask
 from tests.conftest import CONQUER, Stack, conquer, ctrl_c, wait_until
 from tests.redis_server import redis_server
-from workers.localstack import free_port
+from workers.celery.app import CHUNK_TASK
+from workers.celery.jobstore import SUCCESS
+from workers.celery.localstack import free_port
+from workers.celery.settings import ENV_BROKER, mask
 
 # ---------------------------------------------------------------------------------- JSON only
 

@@ -22,7 +22,7 @@ from workers.base import (
     DeployingExecutor,
     Executor,
     ExecutorError,
-    Progress,
+    OnChunk,
     Report,
     WorkerLost,
 )
@@ -39,9 +39,9 @@ __all__ = [
     "DeployingExecutor",
     "Executor",
     "ExecutorError",
+    "OnChunk",
     "Plan",
     "PlanError",
-    "Progress",
     "Report",
     "WorkerLost",
     "default_start_method",
@@ -92,7 +92,7 @@ EXECUTORS: dict[str, ExecutorSpec] = {
         ),
         ExecutorSpec(
             "celery",
-            "workers.celery_chord",
+            "workers.celery.chord",
             "Celery worker processes fed through a Redis broker (a chord of chunk tasks)",
         ),
         ExecutorSpec(
@@ -217,7 +217,7 @@ def load(name: str) -> Executor:
     return module
 
 
-def run(job: Job, plan_: Plan, *, progress: Progress | None = None, **options: Any) -> Report:
+def run(job: Job, plan_: Plan, *, progress: OnChunk | None = None, **options: Any) -> Report:
     """Run `job` as `plan_` says and return its report (raises ExecutorError if the run fails)."""
     extra: dict[str, Any] = dict(options)
     if plan_.ipc is not None:

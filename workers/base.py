@@ -83,8 +83,9 @@ class ChunkFailure:
         return ChunkError(self.chunk_text, self.error)
 
 
-Progress = Callable[[ChunkResult], None]
-"""Called once per finished chunk, in the calling process; may be called from any of its threads."""
+OnChunk = Callable[[ChunkResult], None]
+"""What an executor's `progress=` takes: a callback called once per finished chunk with its result, in
+the calling process; it may be called from any of its threads."""
 
 
 def execute(chunk: Chunk) -> ChunkResult:
@@ -170,7 +171,7 @@ class Executor(Protocol):
     """What an executor module provides. mypy checks every executor module against it, and
     `workers.run` refuses a registered module that lacks it."""
 
-    def run(self, job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+    def run(self, job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
         """Run every chunk of `job` on up to `workers` workers and return the verified report; raise
         `ExecutorError` (`ChunkError`, `WorkerLost`, ...) if the run fails, with every worker stopped.
         `progress` is called once per finished chunk. An executor may take more keyword options, each
@@ -186,7 +187,7 @@ class Deployment(Protocol):
         ...
 
 
-#: The deployment type of one executor (the Celery one: `workers.celery_chord.Deployment`).
+#: The deployment type of one executor (the Celery one: `workers.celery.chord.Deployment`).
 DeploymentT = TypeVar("DeploymentT", bound=Deployment)
 
 
@@ -202,7 +203,7 @@ class DeployingExecutor(Executor, Protocol[DeploymentT]):
         job: Job,
         *,
         workers: int,
-        progress: Progress | None = None,
+        progress: OnChunk | None = None,
         deployment: DeploymentT | None = None,
     ) -> Report: ...
 

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tasks import Chunk, Job, run_chunk_async, split
-from workers.base import ChunkResult, Executor, Progress, Report, failure, make_report, record
+from workers.base import ChunkResult, Executor, OnChunk, Report, failure, make_report, record
 
 
 async def _execute(chunk: Chunk, worker: str) -> ChunkResult:
@@ -24,7 +24,7 @@ async def _execute(chunk: Chunk, worker: str) -> ChunkResult:
     return record(chunk, await run_chunk_async(chunk), started, worker)
 
 
-async def _run(job: Job, count: int, progress: Progress | None) -> list[ChunkResult]:
+async def _run(job: Job, count: int, progress: OnChunk | None) -> list[ChunkResult]:
     todo: asyncio.Queue[Chunk] = asyncio.Queue()
     for chunk in split(job):
         todo.put_nowait(chunk)
@@ -48,7 +48,7 @@ async def _run(job: Job, count: int, progress: Progress | None) -> list[ChunkRes
     return results
 
 
-def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
     count = min(workers, job.chunks)
     began = time.perf_counter()
     try:

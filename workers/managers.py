@@ -43,7 +43,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import Executor, Progress, Report, WorkerLost, attempt
+from workers.base import Executor, OnChunk, Report, WorkerLost, attempt
 from workers.processes.supervise import (
     Channel,
     Outcome,
@@ -185,7 +185,7 @@ def _open_channel(context: Any, job: Job, workers: int) -> Iterator[Channel]:
         yield ServerQueues(manager, authkey, job, workers)
 
 
-def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
     from workers import default_start_method
 
     return supervise(

@@ -6,10 +6,10 @@ import time
 from typing import TYPE_CHECKING
 
 from tasks import Job, split
-from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, OnChunk, Report, attempt, make_report
 
 
-def run(job: Job, *, workers: int = 1, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int = 1, progress: OnChunk | None = None) -> Report:
     del workers  # one worker by definition; accepted so every executor takes the same arguments
     began = time.perf_counter()
     results: list[ChunkResult] = []

@@ -15,10 +15,10 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TYPE_CHECKING
 
 from tasks import Job, split
-from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, OnChunk, Report, attempt, make_report
 
 
-def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
     chunks = split(job)
     count = min(workers, len(chunks))
     began = time.perf_counter()
@@ -43,7 +43,7 @@ def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
     return make_report(job, "thread-pool", results, time.perf_counter() - began, workers=count)
 
 
-def _report(future: Future[ChunkResult | ChunkFailure], progress: Progress) -> None:
+def _report(future: Future[ChunkResult | ChunkFailure], progress: OnChunk) -> None:
     if not future.cancelled() and isinstance(outcome := future.result(), ChunkResult):
         progress(outcome)
 

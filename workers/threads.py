@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Executor, Progress, Report, attempt, make_report
+from workers.base import ChunkFailure, ChunkResult, Executor, OnChunk, Report, attempt, make_report
 
 
 class Tally:
@@ -53,7 +53,7 @@ class ChunkWorker(threading.Thread):
         todo: queue.SimpleQueue[Chunk | None],
         tally: Tally,
         stop: threading.Event,
-        progress: Progress | None,
+        progress: OnChunk | None,
     ) -> None:
         # Daemon, so a Ctrl-C in a CLI run doesn't keep the interpreter alive until a long chunk ends.
         super().__init__(name=f"chunk-worker-{number}", daemon=True)
@@ -77,7 +77,7 @@ class ChunkWorker(threading.Thread):
                 self.progress(outcome)
 
 
-def run(job: Job, *, workers: int, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
     chunks = split(job)
     count = min(workers, len(chunks))
     began = time.perf_counter()

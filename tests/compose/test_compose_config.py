@@ -73,7 +73,7 @@ def test_workers_name_themselves_send_events_and_prove_they_serve(config: dict[s
 def test_a_stopping_worker_may_finish_its_longest_chunk(config: dict[str, Any]) -> None:
     """Docker SIGKILLs a worker that outlives its grace period; a chunk can run until its hard time
     limit, so the grace period must be longer, or a `docker compose stop` kills chunks mid-run."""
-    from tasks.settings import Settings
+    from workers.celery.settings import Settings
 
     grace = seconds(config["services"]["worker"]["stop_grace_period"])
     assert grace > Settings().hard_time_limit

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tasks.settings import ENV_BROKER, ENV_BROKER_FILE, Settings, SettingsError
 from tests.compose.composefile import rendered, settle_secrets
 from tests.conftest import conquer, one_line
+from workers.celery.settings import ENV_BROKER, ENV_BROKER_FILE, Settings, SettingsError
 
 SECRETS = ("redis-password", "flower-user", "flower-password")
 #: The password every clone of this project used to fall back to.

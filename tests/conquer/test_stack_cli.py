@@ -16,10 +16,10 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tasks.progress import CANCELLED, SUCCESS
 from tests.conftest import CONQUER, Stack, conquer, ctrl_c, one_line, wait_until
 from tests.flower import flower_get
-from workers.localstack import free_port
+from workers.celery.jobstore import CANCELLED, SUCCESS
+from workers.celery.localstack import free_port
 
 UNREACHABLE = "redis://:hunter2@127.0.0.1:1/0"
 

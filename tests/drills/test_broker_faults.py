@@ -26,14 +26,15 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tasks.celery_app import WORKER_WRITE_RETRY_S, config, redis_prefix
-from tasks.progress import CANCELLED, FAILURE, SUCCESS
-from tasks.settings import Settings
 from tests.conftest import CONQUER, conquer, one_line, wait_until
 from tests.redis_server import RedisServer, redis_server
 from workers import BrokerUnreachable
-from workers.celery_client import NOT_SENT, Client
-from workers.localstack import LocalStack, local_stack, wait_for_workers
+from workers.celery.app import WORKER_WRITE_RETRY_S, config
+from workers.celery.brokers.redis import key_prefix
+from workers.celery.client import NOT_SENT, Client
+from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS
+from workers.celery.localstack import LocalStack, local_stack, wait_for_workers
+from workers.celery.settings import Settings
 
 #: A download chunk only sleeps (items × latency), so these jobs take the time they say on a busy
 #: machine: 16 chunks of 0.4 s on 2 worker processes, about 3.2 s — long enough to act mid-job.
@@ -74,7 +75,7 @@ def done(client: Client, job_id: str) -> int:
 
 def only_job(server: RedisServer, stack: LocalStack) -> str:
     """The id of the one job on this private Redis (a `submit --wait` prints it only at the end)."""
-    pattern = f"{redis_prefix(stack.settings)}conquer:job:" + "?" * 16
+    pattern = f"{key_prefix(stack.settings)}conquer:job:" + "?" * 16
     with server.client() as redis:
         found = [key.decode().rpartition(":")[2] for key in redis.scan_iter(match=pattern)]
     return found[0] if len(found) == 1 else ""
@@ -176,7 +177,7 @@ def test_a_job_survives_a_redis_restart_mid_job_with_the_exact_answer(tmp_path: 
 
 def broker_idle(server: RedisServer, stack: LocalStack) -> bool:
     """Nothing queued, nothing taken and unacknowledged: no chunk can run again."""
-    prefix = redis_prefix(stack.settings)
+    prefix = key_prefix(stack.settings)
     with server.client() as redis:
         return redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0
 
@@ -343,7 +344,7 @@ class DroppingProxy:
 
 def queued_tasks(server: RedisServer, settings: Settings) -> list[str]:
     """The task ids of every message waiting in the chunk queue (or delivered and not yet acked)."""
-    prefix = redis_prefix(settings)
+    prefix = key_prefix(settings)
     queue = prefix + config(settings)["task_default_queue"]
     with server.client() as redis:
         messages = [json.loads(raw) for raw in redis.lrange(queue, 0, -1)]

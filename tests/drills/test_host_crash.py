@@ -30,7 +30,6 @@ from pathlib import Path
 
 from conquer.exitcodes import ExitCode
 from tasks import check
-from tasks.celery_app import RESTORE_INTERVAL_S
 from tests.conftest import conquer, wait_until
 from tests.drills.test_broker_faults import (
     SLOW_JOB,
@@ -41,6 +40,7 @@ from tests.drills.test_broker_faults import (
     worker_logs,
 )
 from tests.redis_server import RedisServer, redis_server
+from workers.celery.brokers.redis import RESTORE_INTERVAL_S
 
 #: What the host loses: the writes of the last second, everysec's promise (Redis's documentation
 #: allows up to 2 s when the disk is slow; one is what a reader of compose.yaml expects).

@@ -21,12 +21,12 @@ from pathlib import Path
 import redis
 
 from tasks import Job, check
-from tasks.progress import SUCCESS
-from tasks.settings import Settings
 from tests.conftest import keys_by_ttl
 from tests.redis_server import redis_server
-from workers.celery_client import Client
-from workers.localstack import local_stack
+from workers.celery.client import Client
+from workers.celery.jobstore import SUCCESS
+from workers.celery.localstack import local_stack
+from workers.celery.settings import Settings
 
 JOBS = 50
 CHUNKS = 16
@@ -50,8 +50,8 @@ LOAD_BOUND_S = 30
 CLIENT = f"""
 import json, sys
 from tasks import Job
-from tasks.settings import settings
-from workers.celery_client import Client
+from workers.celery.settings import settings
+from workers.celery.client import Client
 
 client = Client.connect(settings())
 try:

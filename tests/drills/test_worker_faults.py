@@ -32,12 +32,12 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tasks.celery_app import RESTORE_INTERVAL_S
-from tasks.progress import CANCELLED, FAILURE, SUCCESS, JobStatus, redis_client
-from tasks.settings import DEFAULT_CHUNK_TIME_LIMIT_S, Settings
 from tests.conftest import CONQUER, SESSION_PROCESSES, Stack, conquer, expire_own_keys, wait_until
-from workers.celery_client import Client, chunk_task_id
-from workers.localstack import local_stack
+from workers.celery.brokers.redis import RESTORE_INTERVAL_S, redis_client
+from workers.celery.client import Client, chunk_task_id
+from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS, JobStatus
+from workers.celery.localstack import local_stack
+from workers.celery.settings import DEFAULT_CHUNK_TIME_LIMIT_S, Settings
 
 NODES = 2
 

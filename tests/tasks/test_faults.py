@@ -7,6 +7,7 @@ corrupt fault does, to show every command that prints an answer exit 7 on a wron
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import signal
@@ -117,6 +118,13 @@ def test_a_bad_spec_is_refused_with_one_line_saying_why(text: str, reason: str) 
 def test_a_job_refuses_a_fault_it_cannot_hold(arguments: dict[str, object], reason: str) -> None:
     with pytest.raises(JobError, match=reason):
         Job("sum", 100, 4, **arguments)  # type: ignore[arg-type]
+
+
+def test_fail_at_is_the_fail_fault_said_shorter_and_the_job_keeps_one_fault_field() -> None:
+    shorthand = Job("sum", 100, 4, fail_at=30)
+    assert shorthand == Job("sum", 100, 4, fault="fail@30")
+    assert shorthand.fault == "fail@30"
+    assert [field.name for field in dataclasses.fields(Job)] == ["kind", "n", "chunks", "latency", "fault"]
 
 
 def test_fail_at_travels_as_the_fail_fault_and_every_chunk_carries_the_same_few_bytes() -> None:
@@ -280,8 +288,8 @@ def test_run_with_a_fault_fails_naming_the_chunk_and_the_item_written_as_a_count
 
 
 def test_celery_retries_the_transient_fault_only_with_a_small_cap_and_exponential_backoff() -> None:
-    from tasks.celery_app import CHUNK_RETRIES, CHUNK_TASK, make_app
-    from tasks.settings import Settings
+    from workers.celery.app import CHUNK_RETRIES, CHUNK_TASK, make_app
+    from workers.celery.settings import Settings
 
     app = make_app(Settings(key_prefix="t"))
     chunk = app.tasks[CHUNK_TASK]

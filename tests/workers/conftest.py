@@ -7,11 +7,11 @@ import signal
 
 import pytest
 
-from workers import ChunkResult, Progress
+from workers import ChunkResult, OnChunk
 
 
 @pytest.fixture
-def kill_first_worker() -> Progress:
+def kill_first_worker() -> OnChunk:
     """A progress callback that SIGKILLs the worker process of the first chunk it hears of (once)."""
     killed: list[int] = []
 

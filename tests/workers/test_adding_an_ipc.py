@@ -20,7 +20,7 @@ import pytest
 import workers
 from tasks import Chunk, Job, check, split
 from workers import ChunkError, ChunkResult, Report, WorkerLost
-from workers.base import Progress, attempt
+from workers.base import OnChunk, attempt
 from workers.processes import IPC_MODULES
 from workers.processes.supervise import Channel, Outcome, WorkerTarget, ignore_sigint, supervise
 
@@ -59,7 +59,7 @@ class Dealt(Channel):
         self.writer.close()
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     return supervise(job, Dealt, workers=workers, start_method=start_method, progress=progress, ipc="dealt")
 
 
@@ -95,7 +95,7 @@ def test_a_new_ipc_names_the_raising_chunk() -> None:
         workers.run(job, workers.plan("download", "processes", 2, "dealt"))
 
 
-def test_a_new_ipc_notices_a_killed_worker(kill_first_worker: Progress) -> None:
+def test_a_new_ipc_notices_a_killed_worker(kill_first_worker: OnChunk) -> None:
     job = Job("download", 64, 16, latency=0.01)
     with pytest.raises(WorkerLost, match=r"was killed by SIGKILL with \d+ chunk\(s\) unfinished"):
         workers.run(job, workers.plan("download", "processes", 1, "dealt"), progress=kill_first_worker)

@@ -14,10 +14,12 @@ import psutil
 import pytest
 
 from conquer.exitcodes import ExitCode
+from conquer.usage import deployed_processes
 from tasks import Job, check
 from tests.conftest import CONQUER, Stack, ctrl_c, keys_by_ttl, wait_until
-from workers import ChunkError, ChunkResult
-from workers.celery_chord import Deployment, run
+from workers import ChunkError, ChunkResult, Deployed
+from workers.celery.chord import Deployment, deploy, run
+from workers.celery.settings import Settings
 
 JOBS = {
     "sum": Job("sum", 1_000_003, 16),
@@ -192,3 +194,15 @@ def test_a_sigkilled_conquer_takes_its_embedded_stack_with_it() -> None:
     assert len(directories) == 1
     for directory in directories:
         shutil.rmtree(directory)
+
+
+def test_the_meter_counts_a_run_over_every_process_of_an_embedded_deployment() -> None:
+    """`conquer.usage` finds the processes a deployment started by name (`stack.processes`): the
+    embedded broker and each worker, so that a run's CPU time is counted over them, not guessed."""
+    with deploy(workers=1, base=Settings()) as deployment:
+        stack = deployment.stack
+        assert stack is not None
+        found = deployed_processes(Deployed({"deployment": deployment}, deployment.facts()))
+        assert stack.broker is not None
+        assert found == [process.pid for process in stack.processes]
+        assert set(found) == {stack.broker.pid, *(worker.pid for worker in stack.workers)}

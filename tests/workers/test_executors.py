@@ -20,7 +20,7 @@ import workers
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tests.conftest import CONQUER, skip_without_redis_server, wait_until
-from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, Progress, WorkerLost
+from workers import ChunkError, ChunkResult, DeployingExecutor, Executor, ExecutorSpec, OnChunk, WorkerLost
 from workers.processes import IPC_MODULES
 from workers.processes.supervise import ctrl_c_held, sigterm_as_interrupt
 
@@ -95,7 +95,7 @@ def test_a_raising_chunk_fails_the_run_naming_its_range(case: tuple[str, workers
     ("executor", "ipc"), [("processes", ipc) for ipc in workers.IPCS] + [("managers", None)]
 )
 def test_a_killed_worker_process_fails_the_run_instead_of_hanging(
-    executor: str, ipc: str | None, kill_first_worker: Progress
+    executor: str, ipc: str | None, kill_first_worker: OnChunk
 ) -> None:
     """One worker, SIGKILLed after its first chunk: 15 chunks remain that nobody else can compute, so
     the run must end in WorkerLost — never hang, never report success. (With two workers the survivor

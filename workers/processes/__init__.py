@@ -58,7 +58,7 @@ import importlib
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from tasks import Job
-from workers.base import Executor, Progress, Report
+from workers.base import Executor, OnChunk, Report
 
 #: The IPC mechanisms, each one module: the `--ipc` name -> the module. The first is the default.
 IPC_MODULES = {
@@ -74,7 +74,7 @@ IPC_MODULES = {
 class Ipc(Protocol):
     """What an IPC module provides (mypy checks each: see the end of each module)."""
 
-    def run(self, job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+    def run(self, job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
         """The processes executor's `run` over this IPC, under `start_method`."""
         ...
 
@@ -85,7 +85,7 @@ def run(
     workers: int,
     ipc: str = "queue",
     start_method: str = "fork",
-    progress: Progress | None = None,
+    progress: OnChunk | None = None,
 ) -> Report:
     return load(ipc).run(job, workers=workers, start_method=start_method, progress=progress)
 

@@ -20,7 +20,7 @@ from queue import Queue
 from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt
+from workers.base import ChunkFailure, ChunkResult, OnChunk, Report, attempt
 from workers.processes.supervise import (
     Channel,
     Outcome,
@@ -72,7 +72,7 @@ def open_channel(context: Any, job: Job, workers: int) -> Iterator[Channel]:
         manager.shutdown()  # after the workers are stopped: none of them sees its server vanish
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     return supervise(
         job, open_channel, workers=workers, start_method=start_method, progress=progress, ipc="manager"
     )

@@ -17,7 +17,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from tasks import Job, split
-from workers.base import Progress, Report, WorkerLost, attempt
+from workers.base import OnChunk, Report, WorkerLost, attempt
 from workers.processes.supervise import (
     POLL_S,
     Channel,
@@ -85,7 +85,7 @@ class Pipes(Channel):
             parent.close()
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     return supervise(job, Pipes, workers=workers, start_method=start_method, progress=progress, ipc="pipe")
 
 

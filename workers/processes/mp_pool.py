@@ -20,7 +20,7 @@ from tasks import Job, split
 from workers.base import (
     ChunkFailure,
     ChunkResult,
-    Progress,
+    OnChunk,
     Report,
     WorkerLost,
     attempt,
@@ -36,7 +36,7 @@ from workers.processes.supervise import (
 )
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     """The pool supervises its own processes; what is left to do here is what `supervise` does for
     the other IPCs: Ctrl-C held while they start, SIGTERM unwinding like Ctrl-C, and a failed run
     stopping them without waiting for their chunks."""

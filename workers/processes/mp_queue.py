@@ -17,7 +17,7 @@ from multiprocessing.queues import Queue
 from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, attempt
+from workers.base import ChunkFailure, ChunkResult, OnChunk, Report, attempt
 from workers.processes.supervise import Channel, Outcome, WorkerTarget, drain, ignore_sigint, supervise
 
 
@@ -57,7 +57,7 @@ class Queues(Channel):
         self.todo.cancel_join_thread()
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     return supervise(job, Queues, workers=workers, start_method=start_method, progress=progress, ipc="queue")
 
 

@@ -20,7 +20,7 @@ from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from tasks import Job, chunk_at
-from workers.base import ChunkFailure, ChunkResult, ExecutorError, Progress, Report, attempt
+from workers.base import ChunkFailure, ChunkResult, ExecutorError, OnChunk, Report, attempt
 from workers.processes.supervise import (
     Channel,
     Outcome,
@@ -140,7 +140,7 @@ class SharedMemory(Channel):
         return {"shared_total": self.board.total.value}
 
 
-def run(job: Job, *, workers: int, start_method: str, progress: Progress | None = None) -> Report:
+def run(job: Job, *, workers: int, start_method: str, progress: OnChunk | None = None) -> Report:
     report = supervise(
         job, SharedMemory, workers=workers, start_method=start_method, progress=progress, ipc="shared"
     )

@@ -32,7 +32,7 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from tasks import Job
-from workers.base import ChunkFailure, ChunkResult, Progress, Report, WorkerLost, make_report
+from workers.base import ChunkFailure, ChunkResult, OnChunk, Report, WorkerLost, make_report
 
 #: How often a waiting parent looks at its workers' health. Results are taken as soon as they arrive;
 #: this only bounds how late a dead worker is noticed.
@@ -99,7 +99,7 @@ def supervise(
     *,
     workers: int,
     start_method: str,
-    progress: Progress | None,
+    progress: OnChunk | None,
     executor: str = "processes",
     ipc: str | None = None,
 ) -> Report:
@@ -236,9 +236,7 @@ def check_workers(processes: Sequence[BaseProcess], missing: int, *, exited_befo
         raise WorkerLost(f"all workers exited with {missing} chunk(s) unfinished")
 
 
-def accept(
-    outcome: ChunkResult | ChunkFailure, results: list[ChunkResult], progress: Progress | None
-) -> None:
+def accept(outcome: ChunkResult | ChunkFailure, results: list[ChunkResult], progress: OnChunk | None) -> None:
     """Keep a chunk's result, or raise its failure (the caller's `finally` stops the workers)."""
     if isinstance(outcome, ChunkFailure):
         raise outcome.to_exception()

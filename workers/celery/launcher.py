@@ -1,6 +1,6 @@
 """Run a command that is killed when the process that started it dies, however it dies.
 
-The embedded stack (`workers.localstack`) starts Redis and Celery workers through this launcher. Its
+The embedded stack (`workers.celery.localstack`) starts Redis and Celery workers through this launcher. Its
 own clean-up stops them in order on success, error and Ctrl-C; this covers the rest — a SIGKILLed
 `conquer` — on Linux, where the kernel sends the child SIGKILL when its parent exits
 (`PR_SET_PDEATHSIG`; a worker's pool processes follow, Celery sets the same for them). SIGKILL, not
@@ -10,7 +10,7 @@ broker runs them again. Elsewhere than Linux it simply runs the command.
 
 Usage::
 
-    python -m workers.die_with_parent PARENT_PID COMMAND [ARGS...]
+    python -m workers.celery.launcher PARENT_PID COMMAND [ARGS...]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ PR_SET_PDEATHSIG = 1
 
 def main(argv: list[str]) -> None:
     if len(argv) < 2:
-        sys.exit("usage: python -m workers.die_with_parent PARENT_PID COMMAND [ARGS...]")
+        sys.exit("usage: python -m workers.celery.launcher PARENT_PID COMMAND [ARGS...]")
     parent, command = int(argv[0]), argv[1:]
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)

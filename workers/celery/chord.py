@@ -6,7 +6,7 @@ through the result backend, where the last one triggers the combine step on a wo
 record says which worker (Celery node name) and pid ran it.
 
 With no broker configured (CELERY_BROKER_URL unset), `run` starts a private stack for the run — an
-embedded Redis and `workers` worker processes (`workers.localstack`) — and stops it afterwards. With
+embedded Redis and `workers` worker processes (`workers.celery.localstack`) — and stops it afterwards. With
 one configured, it sends the job there and the workers already running take it.
 
 Starting the stack is a deployment cost, not part of any job: `wall_s` runs from sending the chord to
@@ -29,20 +29,20 @@ from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job
-from tasks.progress import CANCELLED, FAILURE, JobStatus
-from tasks.settings import Settings, mask, settings
 from workers.base import (
     ChunkError,
     ChunkResult,
     DeployingExecutor,
     ExecutorError,
-    Progress,
+    OnChunk,
     Report,
     WorkerLost,
     make_report,
 )
-from workers.celery_client import Client
-from workers.localstack import LocalStack, StackError, local_stack
+from workers.celery.client import Client
+from workers.celery.jobstore import CANCELLED, FAILURE, JobStatus
+from workers.celery.localstack import LocalStack, StackError, local_stack, node_layout
+from workers.celery.settings import Settings, mask, settings
 
 #: Slack on top of the longest the job can take when every chunk runs into its hard time limit.
 DEADLINE_SLACK_S = 60.0
@@ -53,6 +53,7 @@ class Deployment:
     """Where the chunks go: a stack this process started, or an external one (stack None)."""
 
     client: Client
+    #: Read by name by `conquer.usage` (whose meter counts the CPU time of `stack.processes`).
     stack: LocalStack | None
     setup_s: float
 
@@ -68,16 +69,6 @@ class Deployment:
         return {"broker": "external", "broker_url": mask(self.client.settings.broker_url)}
 
 
-def stack_settings(base: Settings, workers: int) -> tuple[Settings, int]:
-    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
-
-    prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
-    hands over); solo: `workers` workers, each running chunks in its main process."""
-    if base.worker_pool == "solo":
-        return dataclasses.replace(base, worker_concurrency=1), workers
-    return dataclasses.replace(base, worker_concurrency=workers), 1
-
-
 @contextmanager
 def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment]:
     """Connect to the configured broker, or start a private stack of `workers` worker processes."""
@@ -90,7 +81,7 @@ def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment
         finally:
             client.close()
         return
-    node_settings, nodes = stack_settings(base, workers)
+    node_settings, nodes = node_layout(base, workers)
     # A stack for runs has no monitor attached: task events would be two messages per chunk for
     # nobody. (`conquer up` keeps them: Flower shows them.)
     node_settings = dataclasses.replace(node_settings, task_events=False)
@@ -105,7 +96,7 @@ def run(
     job: Job,
     *,
     workers: int,
-    progress: Progress | None = None,
+    progress: OnChunk | None = None,
     deployment: Deployment | None = None,
     timeout: float | None = None,
 ) -> Report:
@@ -165,6 +156,6 @@ def _cancel_quietly(client: Client, job_id: str) -> None:
 
 
 if TYPE_CHECKING:  # mypy checks this module against the executor interface (workers.base)
-    from workers import celery_chord as this  # noqa: PLW0406 (a module names itself only by importing)
+    from workers.celery import chord as this  # noqa: PLW0406 (a module names itself only by importing)
 
     _: DeployingExecutor[Deployment] = this

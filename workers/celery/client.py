@@ -3,7 +3,8 @@
 This is the client half of the broker executor and of `conquer submit/status/result/cancel/workers`.
 A job id is 16 hex digits; its chunk tasks are `{id}-{index}` and its combine task is `{id}` itself,
 so everything about a job is found from its id alone — no list of task ids is stored anywhere. Every
-wait has a deadline, and progress is read in one Redis round trip per poll (`tasks.progress`).
+wait has a deadline, and a job's progress is read from the job store (`workers.celery.jobstore`) in one
+Redis round trip per poll.
 
 Usage::
 
@@ -21,20 +22,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from contextvars import ContextVar
 from dataclasses import dataclass, field
-from functools import cache, partial
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
-from tasks.progress import JOB_ID, JobStatus, JobStore, redis_client
-from tasks.settings import Settings, mask
 from workers.base import BrokerUnreachable, ExecutorError
+from workers.celery import brokers, results
+from workers.celery.brokers import redis
+from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
+from workers.celery.settings import Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
-    from celery.result import AsyncResult
-    from kombu import Producer
 
 #: How often a waiting client reads a job's progress. The answer itself arrives at once (Redis
 #: pub/sub wakes the client); this only paces the progress bar and the checks for failure.
@@ -104,38 +103,42 @@ def check_job_id(job_id: str) -> str:
 
 
 class Client:
-    """A connection to one stack: its Celery app (for sending and control) and its job store."""
+    """A connection to one stack: its Celery app (for sending and control), its broker and its job
+    store (in the result backend's Redis)."""
 
     def __init__(self, app: Celery, settings: Settings) -> None:
-        from tasks.celery_app import job_store
+        from workers.celery.app import job_store
 
         self.app = app
         self.settings = settings
+        self.broker = brokers.for_url(settings.broker_url)
         self.store: JobStore = job_store(app)
 
     @classmethod
     def connect(cls, settings: Settings) -> Client:
-        """A client for `settings`, after checking (within REACH_TIMEOUT_S) that Redis answers."""
+        """A client for `settings`, after checking (within REACH_TIMEOUT_S) that the broker and the
+        result backend answer."""
         reach(settings)
-        from tasks.celery_app import make_app
+        from workers.celery.app import make_app
 
         return cls(make_app(settings), settings)
 
     def close(self) -> None:
-        close_app(self.app)
+        results.close_app(self.app)
 
     # ------------------------------------------------------------------------------------- submit
 
     def submit(self, job: Job) -> str:
         """Send the job's chord and return its id at once. Messages carry ranges, never data.
 
-        All or nothing: the chunk messages reach Redis in one MULTI/EXEC, so a broker that fails during
-        the send (connection lost, out of memory) leaves none of them queued — never part of a job
-        whose chord could not complete. The job is then marked failed (BrokerUnreachable is raised).
+        All or nothing: the chunk messages reach the broker at once (Redis: in one MULTI/EXEC), so a
+        broker that fails during the send (connection lost, out of memory) leaves none of them queued —
+        never part of a job whose chord could not complete. The job is then marked failed
+        (BrokerUnreachable is raised).
         """
         from celery import chord
 
-        from tasks.celery_app import CHUNK_TASK, COMBINE_TASK
+        from workers.celery.app import CHUNK_TASK, COMBINE_TASK
 
         job_id = new_job_id()
         header = [
@@ -158,21 +161,22 @@ class Client:
         url = mask(self.settings.broker_url)
         try:
             self.store.create(job_id, job)
-        except _broker_errors() as error:
+        except redis.errors() as error:
             raise BrokerUnreachable(
                 f"recording job {job_id} at {url} failed: {_reason(error)}; nothing was sent"
             ) from None
         try:
-            with _all_or_nothing(self.app):
+            with self.broker.all_or_nothing(self.app):
                 result = chord(header, body).apply_async()
-        except _broker_errors() as error:
+        # The broker's errors, and the result backend's (sending a chord also writes there).
+        except (*self.broker.errors(), *redis.errors()) as error:
             self._abandon(job_id)
             raise BrokerUnreachable(
                 # kombu's batch error only says delivery is uncertain; its cause says why.
                 f"sending job {job_id} to {url} failed: {_reason(error.__cause__ or error)}; "
                 "none of its chunks will run"
             ) from None
-        _forget_locally(result)
+        results.forget_locally(result)
         return job_id
 
     def _abandon(self, job_id: str) -> None:
@@ -189,10 +193,10 @@ class Client:
                 self.store.cancel(job_id)
                 return
             except ResponseError:
-                with suppress(*_broker_errors()):
+                with suppress(*redis.errors()):
                     self.store.client.delete(*self.store.keys(job_id))
                 return
-            except _broker_errors():
+            except redis.errors():
                 if time.monotonic() > deadline:
                     return  # no chunk was queued; the record expires with its TTL
                 time.sleep(RETRY_S)
@@ -218,7 +222,7 @@ class Client:
         Celery stored while the job store could not be written (Redis was away), fails the chord
         without a trace in the job store. The combine step then never runs, and the job would
         look RUNNING until its keys expire."""
-        raw = self.store.client.get(_result_key(self.app, status.job_id))
+        raw = self.store.client.get(results.result_key(self.app, status.job_id))
         meta = json.loads(raw) if raw else {}
         if meta.get("status") != "FAILURE":
             return status
@@ -248,7 +252,7 @@ class Client:
         """
         deadline = time.monotonic() + timeout
         chord_checked = time.monotonic()
-        wake = _Wake(self.store.client, _result_key(self.app, job_id))
+        wake = results.Wake(self.store.client, results.result_key(self.app, job_id))
         seen: set[int] = set()
         read = 0
         try:
@@ -301,7 +305,7 @@ class Client:
         its URL: one line for the CLI, and what `wait` retries."""
         try:
             yield
-        except _broker_errors(transient_only=True) as error:
+        except redis.errors(transient_only=True) as error:
             raise BrokerUnreachable(
                 f"lost Redis at {mask(self.settings.result_backend)}: {_reason(error)}"
             ) from None
@@ -330,7 +334,7 @@ class Client:
 
     def workers(self, timeout: float) -> list[WorkerInfo]:
         """Every worker that answers within `timeout` s, with its pool and the chunks it is running."""
-        from tasks.celery_app import CHUNK_TASK
+        from workers.celery.app import CHUNK_TASK
 
         inspect = self.app.control.inspect(timeout=timeout)
         stats: dict[str, Any] = inspect.stats() or {}
@@ -361,19 +365,18 @@ class Client:
 def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     """Raise BrokerUnreachable (naming the URL, password masked) unless the broker and the result
     backend both answer PING within `timeout` seconds in all — slow DNS included."""
-    urls = dict.fromkeys((settings.broker_url, settings.result_backend))
+    broker = brokers.for_url(settings.broker_url)
+    # The result backend is Redis whatever the broker (one ping when both are the same Redis).
+    servers: dict[str, brokers.Broker] = {settings.broker_url: broker, settings.result_backend: redis}
     errors: list[str] = []
 
     def ping() -> None:
-        for url in urls:
-            client = redis_client(url, timeout=timeout)
+        for url, server in servers.items():
             try:
-                client.ping()
+                server.ping(url, timeout)
             except Exception as error:
-                errors.append(f"cannot reach Redis at {mask(url)}: {_reason(error)}")
+                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}")
                 return
-            finally:
-                client.close()
 
     # A daemon thread, so that a resolver stuck past the deadline cannot keep `conquer` waiting.
     probe = threading.Thread(target=ping, name="conquer-reach", daemon=True)
@@ -381,144 +384,12 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     probe.join(timeout)
     if probe.is_alive():
         raise BrokerUnreachable(
-            f"cannot reach Redis at {mask(settings.broker_url)}: no answer in {timeout:g} s"
+            f"cannot reach {broker.NAME} at {mask(settings.broker_url)}: no answer in {timeout:g} s"
         )
     if errors:
         raise BrokerUnreachable(errors[0])
 
 
-def _broker_errors(*, transient_only: bool = False) -> tuple[type[Exception], ...]:
-    """What a Redis going away (or refusing writes) raises through redis-py, kombu and Celery.
-
-    transient_only: only the errors worth asking again after (connection lost or refused, timeouts,
-    a Redis still loading its AOF), not a command Redis refused."""
-    from kombu.exceptions import KombuError
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError
-    from redis.exceptions import TimeoutError as RedisTimeout
-
-    if transient_only:
-        from kombu.exceptions import OperationalError
-
-        return (RedisConnectionError, RedisTimeout, OperationalError, OSError)
-    return (RedisError, KombuError, OSError)
-
-
-#: The producer holding this thread's messages back while `_all_or_nothing` sends a job.
-_HOLDING: ContextVar[Producer | None] = ContextVar("conquer_holding_producer", default=None)
-
-
-@contextmanager
-def _all_or_nothing(app: Celery) -> Iterator[None]:
-    """Within: the messages this thread publishes through `app` are held back, and on a clean exit
-    reach Redis in one MULTI/EXEC transaction — all of them or, should Redis fail, none.
-
-    The batch is kombu's own (`Producer.batch`, which buffers publishes in a Redis pipeline), made a
-    transaction: a plain pipeline is no more atomic than the single publishes it replaces. Celery
-    sends a chord's header tasks with a producer it takes from the app's pool, so the app is made
-    (once) to hand this thread the producer that holds the batch instead."""
-    _route_through_holding_producer(app)
-    with app.producer_or_acquire() as held:
-        producer: Any = held  # kombu's stubs predate Producer.batch
-        if not getattr(producer, "supports_batch_publish", False):
-            # e.g. a connection set to retry commands: kombu would then publish one by one.
-            raise ExecutorError("this broker connection cannot send a job all or nothing")
-        channel = producer.channel
-        setattr(channel, "create_publish_batch", partial(_transaction(), channel))  # noqa: B010
-        holding = _HOLDING.set(producer)
-        try:
-            with producer.batch(max_size=1_000_000):  # never flush part of a job early
-                yield
-        finally:
-            _HOLDING.reset(holding)
-            delattr(channel, "create_publish_batch")  # the channel's own method again
-
-
-@cache
-def _transaction() -> Callable[..., Any]:
-    """kombu's Redis publish batch, executed as MULTI/EXEC."""
-    from kombu.transport.redis import PublishBatch  # type: ignore[attr-defined]
-
-    class Transaction(PublishBatch):  # type: ignore[misc]
-        def __init__(self, channel: Any, max_size: int) -> None:
-            super().__init__(channel, max_size)
-            self.pipeline.transaction = True
-
-    return Transaction
-
-
-def _route_through_holding_producer(app: Celery) -> None:
-    """Make `app.producer_or_acquire()` hand out the holding producer, in the thread that has one."""
-    if getattr(app, "_conquer_holding", False):
-        return
-    acquire = app.producer_or_acquire
-
-    def producer_or_acquire(producer: Producer | None = None) -> Any:
-        return acquire(producer if producer is not None else _HOLDING.get())
-
-    setattr(app, "producer_or_acquire", producer_or_acquire)  # noqa: B010 (mypy: no method assignment)
-    setattr(app, "_conquer_holding", True)  # noqa: B010
-
-
 def _reason(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0].rstrip(".")
-
-
-def _result_key(app: Celery, task_id: str) -> bytes:
-    """The Redis key (and pub/sub channel) of a task's result in Celery's Redis backend."""
-    backend: Any = app.backend
-    return bytes(backend.get_key_for_task(task_id))
-
-
-class _Wake:
-    """Sleeps that end early when the job's answer is published.
-
-    The combine step's result is stored by Celery's Redis backend, which also PUBLISHes it on a
-    channel named after the task: subscribed to it, a waiting client wakes at once instead of at its
-    next poll. This is only a hint — the job store is what is read — so a lost connection just makes
-    the sleep a plain one (redis-py subscribes again on its next connection). Not Celery's
-    `AsyncResult.get`: on a lost connection its result consumer retries for some 20 s, logging each
-    attempt to stderr, then raises RuntimeError.
-    """
-
-    def __init__(self, client: Any, channel: bytes) -> None:
-        self.pubsub = client.pubsub(ignore_subscribe_messages=True)
-        self.channel = channel
-
-    def sleep(self, timeout: float) -> None:
-        until = time.monotonic() + timeout
-        try:
-            if not self.pubsub.subscribed:
-                self.pubsub.subscribe(self.channel)
-            while self.pubsub.get_message(timeout=max(0.0, until - time.monotonic())) is None:
-                if time.monotonic() >= until:
-                    return
-        except _broker_errors(transient_only=True):
-            time.sleep(max(0.0, until - time.monotonic()))
-
-    def close(self) -> None:
-        with suppress(Exception):  # the connection may be gone already; closing is best effort
-            self.pubsub.close()
-
-
-def close_app(app: Celery) -> None:
-    """Close a client app for good, before its Redis may go away.
-
-    Sending a group, Celery subscribes to each task's result channel and keeps the subscription until
-    that result arrives — which for chunk tasks (ignore_result) it never does; each one is dropped only
-    when its AsyncResult is garbage-collected, possibly after Redis stopped, printing a traceback from
-    `__del__`. So: close the result consumer's pub/sub connection and forget the subscriptions first.
-    """
-    consumer = getattr(app.backend, "result_consumer", None)
-    if consumer is not None:
-        consumer.stop()
-        consumer.subscribed_to.clear()
-    app.close()
-
-
-def _forget_locally(result: AsyncResult[Any]) -> None:
-    """Drop the client's pub/sub subscription for `result` now, while Redis is certainly still up
-    (Celery would otherwise do it whenever the object is garbage-collected)."""
-    with suppress(Exception):  # best effort: the subscription dies with the connection anyway
-        getattr(result.backend, "remove_pending_result", lambda _result: None)(result)

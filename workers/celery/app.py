@@ -10,8 +10,9 @@ its worker is killed -> late acknowledgement, the chunk runs again elsewhere; it
 fails naming the chunk's range; it raises TransientFault -> retried after 1, 2, 4 s; it overruns the
 soft time limit -> it fails naming the limit; it ignores that -> the hard limit kills its process.
 
-Configuration comes from `tasks.settings` (the environment). `tasks.app` is this module's `app`, built
-from it on first use, so Celery's own CLI works as in its tutorial.
+Configuration comes from `workers.celery.settings` (the environment). This module's `app` is built
+from it when the module is imported; `celery -A tasks` finds it through the entry module `tasks.celery`,
+so Celery's own CLI works as in its tutorial.
 
 Usage::
 
@@ -34,17 +35,13 @@ from celery.signals import celeryd_init
 
 from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
-from tasks.progress import JobStore, redis_client
-from tasks.settings import Settings, settings
+from workers.celery import brokers
+from workers.celery.brokers import redis
+from workers.celery.jobstore import JobStore
+from workers.celery.settings import Settings, settings
 
 CHUNK_TASK = "conquer.chunk"
 COMBINE_TASK = "conquer.combine"
-
-#: How often a worker looks for chunks whose worker died (kombu's unacked-restore sweep), in seconds.
-#: kombu's defaults (every 10 s, but only every 10th time) make that 100 s; with 2 s, a SIGKILLed
-#: worker's chunks are back in the queue at most visibility_timeout + 2 s after it took them. The cost
-#: is one small Redis query per worker every 2 s.
-RESTORE_INTERVAL_S = 2
 
 #: A chunk that raises TransientFault runs again after 1, 2, 4 s (exponential backoff), at most this
 #: many times; then the job fails with that error, naming the chunk.
@@ -55,30 +52,14 @@ RETRY_BACKOFF_MAX_S = 8
 
 def config(settings: Settings) -> dict[str, Any]:
     """Celery settings for `settings`, with the reason for each choice that isn't Celery's default."""
-    transport: dict[str, Any] = {
-        # Redis has no acknowledgements: kombu keeps each delivered message in an "unacked" set and
-        # gives it to another worker after visibility_timeout s without an ack. Short, so that a dead
-        # worker's chunks come back in seconds; longer than a chunk's hard time limit (Settings checks),
-        # so that a chunk still running is never handed out twice.
-        "visibility_timeout": settings.visibility_timeout,
-        "unacked_restore_interval": RESTORE_INTERVAL_S,
-        "unacked_restore_throttle": 1,
-        # A broker that vanishes without closing the connection must not hang a publish forever.
-        "socket_timeout": 10,
-        "socket_connect_timeout": 3,
-    }
-    if settings.key_prefix:
-        # Every key *and* pub/sub channel (events, remote control) gets the prefix, so two stacks
-        # sharing one Redis see nothing of each other — the tests use this on a shared server.
-        transport["global_keyprefix"] = redis_prefix(settings)
     return {
         "broker_url": settings.broker_url,
         "result_backend": settings.result_backend,
-        "broker_transport_options": transport,
-        # Celery's Redis docs: the visibility timeout must be set here too, or a backend-side default
-        # (one hour) can win.
-        "result_backend_transport_options": transport,
-        "visibility_timeout": settings.visibility_timeout,
+        # What the broker needs (for Redis: the visibility timeout, the restore sweep, the key prefix).
+        **brokers.for_url(settings.broker_url).config(settings),
+        # The result backend is Redis whatever the broker; Celery's Redis docs: the visibility
+        # timeout must be set here too, or a backend-side default (one hour) can win.
+        "result_backend_transport_options": redis.transport_options(settings),
         # JSON only: a pickled message could run arbitrary code in the worker.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -108,12 +89,6 @@ def config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": "conquer",
         "broker_connection_timeout": 3,
     }
-
-
-def redis_prefix(settings: Settings) -> str:
-    """The key prefix as it appears in Redis (with a `:` separator), or '' for none."""
-    prefix = settings.key_prefix
-    return prefix if not prefix or prefix.endswith(":") else prefix + ":"
 
 
 def make_app(settings: Settings) -> Celery:
@@ -264,9 +239,9 @@ def _store(settings: Settings, retry_s: float) -> JobStore:
     # One client (and connection pool) per settings and process, made on first use: redis-py's pool
     # notices a fork and opens fresh connections in the child, so pool processes never share a socket
     # with their parent.
-    client = redis_client(settings.result_backend, retry_s=retry_s)
-    return JobStore(client, prefix=redis_prefix(settings), ttl=settings.result_expires)
+    client = redis.redis_client(settings.result_backend, retry_s=retry_s)
+    return JobStore(client, prefix=redis.key_prefix(settings), ttl=settings.result_expires)
 
 
-#: The app `celery -A tasks ...` finds (as `tasks.app`), configured from the environment.
+#: The app `celery -A tasks ...` finds (through `tasks.celery`), configured from the environment.
 app = make_app(settings())

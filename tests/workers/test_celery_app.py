@@ -10,17 +10,21 @@ import time
 
 import pytest
 
-from tasks.celery_app import CHUNK_TASK, COMBINE_TASK, RESTORE_INTERVAL_S, make_app
-from tasks.settings import Settings
 from tests.conftest import Stack, fresh_python
+from workers.celery.app import CHUNK_TASK, COMBINE_TASK, make_app
+from workers.celery.brokers.redis import RESTORE_INTERVAL_S
+from workers.celery.settings import Settings
 
 CELERY = [sys.executable, "-m", "celery", "-A", "tasks"]
 
 
-def test_importing_tasks_does_not_load_celery_but_tasks_app_does() -> None:
+def test_importing_tasks_does_not_load_celery_but_celery_finds_the_app_in_it() -> None:
+    """`tasks` stays pure (the executors import it); Celery's `-A tasks` lookup, which imports the
+    entry module `tasks.celery` by name, ends at the app of `workers.celery.app`."""
     probe = (
-        "import sys, tasks; before = 'celery' in sys.modules; app = tasks.app; "
-        "print(before, type(app).__name__, tasks.celery is app)"
+        "import sys, tasks; before = 'celery' in sys.modules; "
+        "from celery.app.utils import find_app; from workers.celery.app import app; "
+        "print(before, type(find_app('tasks')).__name__, find_app('tasks') is app)"
     )
     assert fresh_python(probe).split() == ["False", "Celery", "True"]
 

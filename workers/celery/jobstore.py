@@ -1,4 +1,6 @@
-"""A job's progress in Redis, kept so that asking costs O(1) whatever the number of chunks.
+"""The job store: each job's record in Redis, kept so that asking how far it got costs O(1) whatever
+the number of chunks. The client writes a job's record when it submits it and reads it to follow it;
+the chunk tasks write to it as they run and finish.
 
 Celery knows each task's state, but asking a chord how far it got means one backend round trip per
 chunk (`GroupResult.completed_count()`), and it counts only successes. So the chunk tasks keep a few
@@ -21,7 +23,7 @@ would otherwise re-create.
 
 Usage::
 
-    store = JobStore(redis_client(url), prefix="", ttl=86400)
+    store = JobStore(redis_client(url), prefix="", ttl=86400)  # workers.celery.brokers.redis
     store.status(job_id)
 """
 
@@ -47,29 +49,6 @@ ATTEMPTS, RETRIES, COMBINES = "attempts", "retries", "combines"
 
 #: The states `status` reports, in the order a job goes through them.
 QUEUED, RUNNING, SUCCESS, FAILURE, CANCELLED = "QUEUED", "RUNNING", "SUCCESS", "FAILURE", "CANCELLED"
-
-
-def redis_client(url: str, *, timeout: float = 10.0, retry_s: float = 0) -> redis.Redis:
-    """A redis-py client for a Celery-style Redis URL (`redis+socket:///path` included). With
-    `retry_s`, a command that finds Redis unreachable is tried again every RETRY_INTERVAL_S for about
-    that long; without, redis-py's default (a few quick retries) applies."""
-    import redis
-    from redis.backoff import ConstantBackoff
-    from redis.retry import Retry
-
-    if url.startswith("redis+socket://"):
-        url = "unix://" + url.removeprefix("redis+socket://")
-    options: dict[str, Any] = {"socket_timeout": timeout}
-    if retry_s:
-        options["retry"] = Retry(ConstantBackoff(RETRY_INTERVAL_S), round(retry_s / RETRY_INTERVAL_S))
-        options["retry_on_error"] = [redis.ConnectionError, redis.TimeoutError]
-    if not url.startswith("unix://"):
-        options["socket_connect_timeout"] = min(timeout, 3.0)
-    return redis.Redis.from_url(url, **options)
-
-
-#: The pause between tries of a command whose Redis went away (see `redis_client`).
-RETRY_INTERVAL_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +124,7 @@ class JobStatus:
 
 
 class JobStore:
-    """Reads and writes the progress keys of jobs under one key prefix, each with a TTL of `ttl` s."""
+    """Reads and writes the records of jobs under one key prefix, each key with a TTL of `ttl` s."""
 
     def __init__(self, client: redis.Redis, *, prefix: str, ttl: int) -> None:
         self.client = client
@@ -170,8 +149,6 @@ class JobStore:
             "latency": job.latency,
             "submitted": time.time(),
         }
-        if job.fail_at is not None:
-            fields["fail_at"] = job.fail_at
         if job.fault is not None:
             fields["fault"] = job.fault
         with self.client.pipeline(transaction=True) as pipe:
@@ -193,13 +170,11 @@ class JobStore:
         if b"kind" not in record:  # never submitted, expired, or only a late chunk's trace left
             return None
         fields = {key.decode(): value.decode() for key, value in record.items()}
-        fail_at = fields.get("fail_at")
         job = Job(
             fields["kind"],
             int(fields["n"]),
             int(fields["chunks"]),
             latency=float(fields["latency"]),
-            fail_at=int(fail_at) if fail_at else None,
             fault=fields.get("fault"),
         )
         return JobStatus(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
+from tests.conftest import fresh_python
+from workers.celery.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
 
 
 def test_defaults_need_no_environment() -> None:
@@ -13,6 +14,16 @@ def test_defaults_need_no_environment() -> None:
     assert not settings.broker_configured
     assert settings.worker_concurrency >= 1
     assert settings.hard_time_limit < settings.visibility_timeout
+
+
+def test_reading_and_checking_settings_loads_no_client_library() -> None:
+    """The CLI checks settings before it starts anything, and `conquer.machine` reads them for every
+    benchmark record: the broker modules they ask about URLs must not pull in Celery, kombu or redis-py."""
+    probe = (
+        "import sys; from workers.celery.settings import Settings; Settings.from_env({}); "
+        "Settings(broker_url='redis://h/1'); print(sorted({'celery', 'kombu', 'redis'} & set(sys.modules)))"
+    )
+    assert fresh_python(probe).strip() == "[]"
 
 
 def test_the_result_backend_defaults_to_the_broker() -> None:
@@ -44,7 +55,14 @@ def test_to_env_rebuilds_the_same_settings() -> None:
         ({"CELERY_BROKER_URL": "amqp://guest@localhost//"}, "CELERY_BROKER_URL must be a Redis URL"),
         ({"CELERY_RESULT_BACKEND": "db+sqlite:///x"}, "CELERY_RESULT_BACKEND must be a Redis URL"),
         ({"CELERY_BROKER_URL": "redis"}, "CELERY_BROKER_URL must be a Redis URL"),
-        ({"CELERY_BROKER_URL": "redis://localhost/zero"}, "the database in .* must be a number"),
+        (
+            {"CELERY_BROKER_URL": "redis://localhost/zero"},
+            "CELERY_BROKER_URL is .*: its database must be a number",
+        ),
+        (
+            {"CELERY_RESULT_BACKEND": "redis://h/x"},
+            "CELERY_RESULT_BACKEND is .*: its database must be a number",
+        ),
         ({"CONQUER_WORKER_POOL": "gevent"}, "CONQUER_WORKER_POOL must be one of prefork, solo"),
         ({"CONQUER_WORKER_CONCURRENCY": "0"}, "CONQUER_WORKER_CONCURRENCY must be at least 1"),
         ({"CONQUER_WORKER_CONCURRENCY": "two"}, "must be a whole number"),
