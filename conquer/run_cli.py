@@ -101,7 +101,7 @@ def run(
         raise click.UsageError(str(error)) from None
     if plan.executor == "celery":
         celery_settings()  # a Celery setting that cannot work is bad input: exit 2, nothing started
-    with render.progress_bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
+    with render.bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
         except executors.BrokerUnreachable as error:
@@ -185,7 +185,7 @@ def compare(
         raise click.UsageError(str(error)) from None
     if any(plan.executor == "celery" for plan in plans):
         celery_settings()  # as in `run`: exit 2 before any executor runs
-    with render.progress_bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
+    with render.bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
         rows = comparing.compare(job, plans, repeats, on_run=tick)
     summary = comparing.to_dict(job, rows, repeats)
     if as_json:

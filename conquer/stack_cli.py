@@ -145,7 +145,7 @@ def submit(
             return ExitCode.OK
         if sys.stderr.isatty():  # the id to come back with after Ctrl-C; errors and timeouts name it too
             click.echo(f"job {job_id}: {job.describe()}", err=True)
-        status = _wait_with_progress(client, job_id, timeout, job.chunks, job.describe())
+        status = _wait_with_bar(client, job_id, timeout, job.chunks, job.describe())
         return _show_outcome(client, status, as_json)
 
 
@@ -166,10 +166,10 @@ def _job_fields(job: Any) -> dict[str, Any]:
     return {"kind": job.kind, "n": job.n, "chunks": job.chunks}
 
 
-def _wait_with_progress(client: Client, job_id: str, timeout: float, total: int, label: str) -> JobStatus:
+def _wait_with_bar(client: Client, job_id: str, timeout: float, total: int, label: str) -> JobStatus:
     from conquer import render
 
-    with render.progress_bar(total, label, sys.stderr.isatty()) as tick:
+    with render.bar(total, label, sys.stderr.isatty()) as tick:
         return client.wait(job_id, timeout, on_record=tick)
 
 
@@ -270,7 +270,7 @@ def result(job_id: str, timeout: float, as_json: bool) -> int:
         except BrokerUnreachable:  # lost right after connecting: wait through it (no total yet, no bar)
             found = client.wait(job_id, timeout)
         if not found.over:
-            found = _wait_with_progress(client, job_id, timeout, found.total, found.job.describe())
+            found = _wait_with_bar(client, job_id, timeout, found.total, found.job.describe())
         return _show_outcome(client, found, as_json)
 
 

@@ -78,7 +78,7 @@ def bench(
     from conquer.bench import charts, suite
     from conquer.bench.interrupts import Interrupts, stop_children
     from conquer.bench.profiles import PROFILES
-    from conquer.bench.progress import Reporter
+    from conquer.bench.reporter import Reporter
 
     if quick and tiny:
         raise click.UsageError("--quick and --tiny are different profiles: choose one")

