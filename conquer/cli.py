@@ -46,7 +46,7 @@ class ConquerGroup(click.Group):
             fail(
                 f"conquer: unexpected error: {type(error).__name__}: {error} "
                 "(set CONQUER_DEBUG=1 for the traceback)",
-                ExitCode.JOB_FAILED,
+                ExitCode.INTERNAL_ERROR,
             )
         sys.exit(status if isinstance(status, int) else 0)
 

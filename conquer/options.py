@@ -5,6 +5,7 @@ command (so no import cycle), and only click and light modules at start-up (`con
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,7 +13,7 @@ import click
 
 from conquer.exitcodes import ExitCode
 from conquer.numbers import FiniteFloatRange
-from tasks import KINDS, faults
+from tasks import KINDS
 
 if TYPE_CHECKING:
     from tasks import Job
@@ -43,30 +44,113 @@ def wrong_answer(answer: str, expected: int, check_method: str, job_id: str | No
 # ------------------------------------------------------------------------------------ values
 
 
-def count(_ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    """Click callback: a count written as 100000000, 100_000_000 or 1e8."""
-    if value is None:
-        return None
-    from conquer.numbers import parse_count
+class Count(click.types.IntParamType):
+    """A whole number, written 100000000, 100_000_000 or 1e8 (`conquer.numbers.parse_count`); never
+    negative. Whether it is big enough is for whoever uses it to say (a job's n, its chunks...)."""
 
-    try:
-        return parse_count(value)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param=param) from None
+    name = "count"
+
+    def __init__(self, metavar: str = "COUNT") -> None:
+        self.metavar = metavar
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return self.metavar
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        from conquer.numbers import parse_count
+
+        try:
+            number = parse_count(value)
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if number < 0:
+            self.fail(f"{value.strip()} is negative", param, ctx)
+        return number
 
 
-def fault_spec(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """Click callback: a fault spec (`tasks.faults`), returned in canonical form; ITEM may be written
-    as any count (`1e6`)."""
-    if value is None:
-        return None
-    from conquer.numbers import parse_count
-    from tasks.faults import FaultError, parse
+COUNT = Count()
+#: How the help explains COUNT (and N, ITEM): one sentence, under each command that takes one.
+COUNT_HELP = "N, ITEM and every COUNT are whole numbers, written 100000000, 100_000_000 or 1e8."
 
-    try:
-        return parse(value, number=parse_count).spec
-    except FaultError as error:
-        raise click.BadParameter(str(error), param=param) from None
+
+class FaultSpec(click.types.StringParamType):
+    """A fault spec (`tasks.faults`), returned in canonical form; ITEM may be written as any count."""
+
+    name = "spec"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "SPEC"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        from conquer.numbers import parse_count
+        from tasks.faults import FaultError, parse
+
+        try:
+            return parse(value, number=parse_count).spec
+        except FaultError as error:
+            self.fail(str(error), param, ctx)
+
+
+#: Matches a word click would take for an option but that is a negative number (`-5`, `-1e3`, `-.5`).
+NEGATIVE = re.compile(r"-\.?[0-9].*")
+
+
+class Command(click.Command):
+    """A command whose arguments may be negative numbers, refused by their types as bad input: click
+    alone reads `conquer run sum -5` as an option `-5` ("No such option")."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, negatives_as_arguments(self.get_params(ctx), args, ctx))
+
+
+def negatives_as_arguments(
+    params: list[click.Parameter], args: list[str], ctx: click.Context | None = None
+) -> list[str]:
+    """`args` with the arguments (words that are no option and no option's value) moved after `--`,
+    if one of them is a negative number; otherwise unchanged."""
+    names = {name for param in params if isinstance(param, click.Option) for name in param.opts}
+    valued = {
+        name
+        for param in params
+        if isinstance(param, click.Option) and not param.is_flag and not param.count
+        for name in param.opts
+    }
+    options: list[str] = []
+    arguments: list[str] = []
+    lacking = None  # an option at the end, without its value
+    at = 0
+    while at < len(args):
+        word = args[at]
+        at += 1
+        if word == "--":
+            arguments += args[at:]
+            break
+        if (NEGATIVE.fullmatch(word) and word not in names) or not word.startswith("-") or word == "-":
+            arguments.append(word)
+            continue
+        options.append(word)
+        # `--opt VALUE` (`--opt=VALUE` is one word); in a cluster of short options (`-vk 5`, `-k5`),
+        # the first that takes a value takes the rest of the word, or else the next word.
+        letters = [word] if word.startswith("--") else [f"-{letter}" for letter in word[1:]]
+        taker = next((index for index, name in enumerate(letters) if name in valued), None)
+        if taker is not None and taker == len(letters) - 1:
+            if at == len(args):
+                lacking = letters[taker]
+                break
+            options.append(args[at])
+            at += 1
+    if not any(NEGATIVE.fullmatch(word) and word not in names for word in arguments):
+        return args
+    if lacking is not None:  # moved before `--`, it would take `--` for its value: say what click would
+        raise click.BadOptionUsage(lacking, f"Option '{lacking}' requires an argument.", ctx)
+    return [*options, "--", *arguments]
+
+
+def command(**settings: Any) -> Callable[[Callable[..., Any]], Command]:
+    """`click.command` for the commands of `conquer`: negative numbers are refused by their types."""
+    return click.command(cls=Command, **settings)
 
 
 # ----------------------------------------------------------------------------------- options
@@ -76,21 +160,28 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JS
 
 def job_arguments(function: F) -> F:
     """KIND and N, the job every job command takes."""
-    function = click.argument("n", callback=count, metavar="N")(function)
+    function = click.argument("n", type=Count("N"))(function)
     return click.argument("kind", type=click.Choice(tuple(KINDS)), metavar="KIND")(function)
+
+
+def kinds_help() -> str:
+    """The KIND block of a job command's help: each kind and what it computes."""
+    width = max(len(name) for name in KINDS)
+    kinds = "\n".join(f"  {kind.name:{width}}  {kind.summary}" for kind in KINDS.values())
+    return f"\b\nKIND, the job over 1..N:\n{kinds}\n\n{COUNT_HELP}"
 
 
 CHUNKS_OPTION = click.option(
     "--chunks",
     "-k",
-    callback=count,
+    type=COUNT,
     default=None,
     help=f"Ranges to cut 1..N into [default: {DEFAULT_CHUNKS}, or N if smaller].",
 )
 WORKERS_OPTION = click.option(
     "--workers",
     "-w",
-    callback=count,
+    type=COUNT,
     default=None,
     help="Threads/processes/coroutines to run them on [default: the cores here].",
 )
@@ -99,16 +190,63 @@ LATENCY_OPTION = click.option(
     type=FiniteFloatRange(0, 10),
     default=0.1,
     show_default=True,
+    metavar="SECONDS",
     help="download only: seconds each item waits.",
 )
 FAIL_AT_OPTION = click.option(
     "--fail-at",
-    callback=count,
+    type=Count("ITEM"),
     default=None,
-    metavar="ITEM",
     help="Fault injection: the chunk holding ITEM raises (the same as --fault fail@ITEM).",
 )
-FAULT_OPTION = click.option("--fault", callback=fault_spec, default=None, metavar="SPEC", help=faults.HELP)
+
+#: What each fault does (`tasks.faults`), wherever it runs; then what only Celery does about it, and
+#: how that reads among every executor.
+FAULTS = (
+    ("fail@ITEM raises", "", ""),
+    (
+        "transient:K@ITEM raises on its first K attempts",
+        "each retried with backoff",
+        "Celery retries it with backoff; in-host executors don't",
+    ),
+    (
+        "slow:S@ITEM sleeps S s first",
+        "past the chunk time limit it fails cleanly",
+        "past Celery's chunk time limit it fails cleanly",
+    ),
+    (
+        "stuck:S@ITEM sleeps S s ignoring the soft time limit",
+        "the hard limit kills its process",
+        "Celery's hard limit kills its process",
+    ),
+    ("corrupt@ITEM returns a wrong partial, which only the independent check catches (exit 7)", "", ""),
+)
+
+
+def fault_help(in_host: bool) -> str:
+    """`--fault`'s help: for `run`/`compare` (`in_host`: any executor), or for `submit` (Celery only)."""
+    faults = [
+        f"{what} ({note})" if (note := in_host_note if in_host else celery_note) else what
+        for what, celery_note, in_host_note in FAULTS
+    ]
+    return f"Fault injection for the chunk holding ITEM: {'; '.join(faults)}."
+
+
+def fault_option(in_host: bool) -> Callable[[F], F]:
+    return click.option("--fault", type=FaultSpec(), default=None, help=fault_help(in_host))
+
+
+def environment_help(*variables: tuple[str, str]) -> str:
+    """An `Environment:` block naming the variables a command reads, each with its meaning and default
+    (wrapped here: click keeps a `\\b` block as it is)."""
+    import textwrap
+
+    width = max(len(name) for name, _ in variables)
+    lines = [
+        textwrap.fill(meaning, 100, initial_indent=f"  {name:{width}}  ", subsequent_indent=" " * (width + 4))
+        for name, meaning in variables
+    ]
+    return "\n\b\nEnvironment (a value that cannot work exits 2):\n" + "\n".join(lines) + "\n"
 
 
 # -------------------------------------------------------------------------------- job, workers
@@ -138,6 +276,11 @@ def build_job(
         )
     except JobError as error:
         raise click.UsageError(str(error)) from None
+
+
+def warn(command: str, message: str) -> None:
+    """One line on stderr about an option that does not do what it says here; the command goes on."""
+    click.echo(f"conquer {command}: {' '.join(message.split())}", err=True)
 
 
 def default_workers() -> int:

@@ -18,18 +18,32 @@ from conquer.exitcodes import ExitCode
 from conquer.options import (
     CHUNKS_OPTION,
     FAIL_AT_OPTION,
-    FAULT_OPTION,
     JSON_OPTION,
     LATENCY_OPTION,
     WORKERS_OPTION,
     Failure,
     build_job,
     celery_settings,
+    command,
     default_workers,
+    environment_help,
+    fault_option,
     job_arguments,
+    kinds_help,
+    warn,
     wrong_answer,
 )
-from workers import IPCS, START_METHODS
+from tasks.settings import ENV_BROKER
+from workers import EXECUTORS, IPCS, START_METHODS
+
+#: What `--on celery` reads: with no broker, it starts its own stack for the run.
+ENVIRONMENT = environment_help(
+    (
+        ENV_BROKER,
+        "--on celery: the broker of workers already running [default: unset: a private Redis and "
+        "workers, started for the run and stopped after it]",
+    ),
+)
 
 EPILOG_RUN = """\b
 Examples:
@@ -40,6 +54,7 @@ Examples:
   conquer run sum 1e6 --fail-at 500000          # a chunk raises: exit 1, its range named
   conquer run sum 1e6 --on celery --fault transient:2@500000   # retried twice, then exact
 """
+RUN_HELP = f"Run job KIND over 1..N once and verify the answer.\n\n{kinds_help()}"
 
 
 def job_options(function: Any) -> Any:
@@ -49,15 +64,15 @@ def job_options(function: Any) -> Any:
     return job_arguments(function)
 
 
-@click.command(epilog=EPILOG_RUN)
+@command(help=RUN_HELP, epilog=EPILOG_RUN + ENVIRONMENT)
 @job_options
 @click.option(
     "--on",
     "executor",
     default="serial",
     show_default=True,
-    metavar="EXECUTOR",
-    help="Who runs the chunks (listed in 'conquer --help').",
+    metavar=f"[{'|'.join(EXECUTORS)}]",
+    help="Who runs the chunks (each described in 'conquer --help').",
 )
 @click.option(
     "--ipc",
@@ -72,7 +87,7 @@ def job_options(function: Any) -> Any:
     help="processes only [default: the platform's].",
 )
 @FAIL_AT_OPTION
-@FAULT_OPTION
+@fault_option(in_host=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show who ran each chunk, and when.")
 def run(
     kind: str,
@@ -88,7 +103,6 @@ def run(
     fault: str | None,
     verbose: bool,
 ) -> int:
-    """Run job KIND over 1..N once and verify the answer."""
     import workers as executors
     from conquer import render
 
@@ -100,7 +114,15 @@ def run(
     except executors.PlanError as error:
         raise click.UsageError(str(error)) from None
     if plan.executor == "celery":
-        celery_settings()  # a Celery setting that cannot work is bad input: exit 2, nothing started
+        # A Celery setting that cannot work is bad input: exit 2, nothing started.
+        settings = celery_settings()
+        if workers is not None and settings.broker_configured:
+            from tasks.settings import mask
+
+            raise click.UsageError(
+                f"--workers does not apply to --on celery with {ENV_BROKER} set: the workers already "
+                f"running at {mask(settings.broker_url)} take the job (see 'conquer workers')"
+            )
     with render.bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
@@ -124,9 +146,10 @@ Examples:
   conquer compare download 100 --chunks 100 --workers 32
   conquer compare primes 1e6 --executors processes,threads --json
 """
+COMPARE_HELP = f"Run job KIND over 1..N on every executor and IPC, and compare their times.\n\n{kinds_help()}"
 
 
-@click.command(epilog=EPILOG_COMPARE)
+@command(help=COMPARE_HELP, epilog=EPILOG_COMPARE + ENVIRONMENT)
 @job_options
 @click.option(
     "--repeats",
@@ -140,7 +163,8 @@ Examples:
     "--executors",
     default=None,
     metavar="LIST",
-    help="Comma-separated executors to include [default: all that apply]; serial always runs.",
+    help=f"Comma-separated executors to include, of {', '.join(EXECUTORS)} [default: all that apply]; "
+    "serial always runs.",
 )
 @click.option(
     "--start-method",
@@ -148,7 +172,7 @@ Examples:
     default=None,
     help="Start method for processes, or 'all' [default: the platform's].",
 )
-@FAULT_OPTION
+@fault_option(in_host=True)
 def compare(
     kind: str,
     n: int,
@@ -161,7 +185,6 @@ def compare(
     start_method: str | None,
     fault: str | None,
 ) -> int:
-    """Run job KIND over 1..N on every executor and IPC, and compare their times."""
     import workers as executor_registry
     from conquer import compare as comparing
     from conquer import render
@@ -184,7 +207,15 @@ def compare(
     except executor_registry.PlanError as error:
         raise click.UsageError(str(error)) from None
     if any(plan.executor == "celery" for plan in plans):
-        celery_settings()  # as in `run`: exit 2 before any executor runs
+        settings = celery_settings()  # as in `run`: exit 2 before any executor runs
+        if workers is not None and settings.broker_configured:
+            from tasks.settings import mask
+
+            warn(
+                "compare",
+                f"--workers applies to the in-host executors only: celery's are the workers already "
+                f"running at {mask(settings.broker_url)}",
+            )
     with render.bar(len(plans) * repeats, f"compare {job.describe()}", sys.stderr.isatty()) as tick:
         rows = comparing.compare(job, plans, repeats, on_run=tick)
     summary = comparing.to_dict(job, rows, repeats)

@@ -33,14 +33,26 @@ from conquer.numbers import FiniteFloatRange
 from conquer.options import (
     CHUNKS_OPTION,
     FAIL_AT_OPTION,
-    FAULT_OPTION,
     JSON_OPTION,
     LATENCY_OPTION,
     Failure,
     build_job,
     celery_settings,
+    command,
+    environment_help,
+    fault_option,
     job_arguments,
+    kinds_help,
     wrong_answer,
+)
+from tasks.settings import (
+    DEFAULT_BROKER_URL,
+    DEFAULT_CHUNK_TIME_LIMIT_S,
+    ENV_BACKEND,
+    ENV_BROKER,
+    ENV_BROKER_FILE,
+    ENV_PREFIX,
+    ENV_TIME_LIMIT,
 )
 
 if TYPE_CHECKING:
@@ -65,6 +77,19 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
 
 TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
+
+#: What every command here reads to find the stack.
+STACK = (
+    (
+        ENV_BROKER,
+        f"the stack's broker, a Redis URL [default: {DEFAULT_BROKER_URL}]; `conquer up` prints "
+        "the one it started",
+    ),
+    (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
+    (ENV_BACKEND, "where results and progress are kept [default: the broker URL]"),
+    (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
+)
+ENVIRONMENT = environment_help(*STACK)
 
 
 @contextmanager
@@ -106,22 +131,31 @@ Examples:
   conquer submit sum 1e8 --wait                 # a live progress bar, then the verified answer
   conquer submit primes 2e6 --chunks 64         # prints the job id and returns at once
   conquer submit download 200 --chunks 20 --latency 0.05 --json
-"""
+""" + environment_help(
+    *STACK,
+    (
+        ENV_TIME_LIMIT,
+        "seconds a chunk may run; a download job whose chunks would wait longer is refused "
+        f"[default: {DEFAULT_CHUNK_TIME_LIMIT_S}]",
+    ),
+)
 
 
-@click.command(epilog=EPILOG_SUBMIT)
+@command(
+    help=f"Send job KIND over 1..N to the workers; print its id.\n\n{kinds_help()}", epilog=EPILOG_SUBMIT
+)
 @job_arguments
 @CHUNKS_OPTION
 @LATENCY_OPTION
 @FAIL_AT_OPTION
-@FAULT_OPTION
+@fault_option(in_host=False)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then the verified answer.")
 @click.option(
     "--timeout",
     type=TIMEOUT,
-    default=WAIT_DEFAULT_S,
-    show_default=True,
-    help="With --wait: give up after S s.",
+    default=None,
+    metavar="SECONDS",
+    help=f"With --wait: give up after SECONDS [default: {WAIT_DEFAULT_S:g}].",
 )
 @JSON_OPTION
 def submit(
@@ -132,11 +166,12 @@ def submit(
     fail_at: int | None,
     fault: str | None,
     wait_: bool,
-    timeout: float,
+    timeout: float | None,
     as_json: bool,
 ) -> int:
-    """Send job KIND over 1..N to the workers; print its id."""
     job = build_job(kind, n, chunks, latency, fail_at, fault)
+    if timeout is not None and not wait_:
+        raise click.UsageError("--timeout applies only with --wait (without it, submit returns at once)")
     check_chunk_time(job, celery_settings())
     with connected() as client, job_errors():
         job_id = client.submit(job)
@@ -145,7 +180,7 @@ def submit(
             return ExitCode.OK
         if sys.stderr.isatty():  # the id to come back with after Ctrl-C; errors and timeouts name it too
             click.echo(f"job {job_id}: {job.describe()}", err=True)
-        status = _wait_with_bar(client, job_id, timeout, job.chunks, job.describe())
+        status = _wait_with_bar(client, job_id, timeout or WAIT_DEFAULT_S, job.chunks, job.describe())
         return _show_outcome(client, status, as_json)
 
 
@@ -224,8 +259,9 @@ def _workers_line(status: JobStatus) -> str:
 # ----------------------------------------------------------------------------------- status/result
 
 
-@click.command(
+@command(
     epilog="\b\nExamples:\n  conquer status 5f0c2a9d1e7b4c36\n  conquer status 5f0c2a9d1e7b4c36 --json\n"
+    + ENVIRONMENT
 )
 @JOB_ID_ARGUMENT
 @JSON_OPTION
@@ -251,13 +287,18 @@ def _ago(when: float) -> str:
     return f"{stamp} ({time.time() - when:.0f} s ago)"
 
 
-@click.command(
+@command(
     epilog="\b\nExamples:\n  conquer result 5f0c2a9d1e7b4c36\n"
-    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n"
+    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n" + ENVIRONMENT
 )
 @JOB_ID_ARGUMENT
 @click.option(
-    "--timeout", type=TIMEOUT, default=RESULT_DEFAULT_S, show_default=True, help="Wait up to S s for it."
+    "--timeout",
+    type=TIMEOUT,
+    default=RESULT_DEFAULT_S,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait up to SECONDS for it.",
 )
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
@@ -277,7 +318,7 @@ def result(job_id: str, timeout: float, as_json: bool) -> int:
 # ------------------------------------------------------------------------------------------ cancel
 
 
-@click.command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n")
+@command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n" + ENVIRONMENT)
 @JOB_ID_ARGUMENT
 def cancel(job_id: str) -> int:
     """Cancel a job: revoke its chunks not yet done."""
@@ -293,19 +334,20 @@ def cancel(job_id: str) -> int:
 # ----------------------------------------------------------------------------------------- workers
 
 
-@click.command(epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n")
+@command(epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n" + ENVIRONMENT)
 @click.option(
     "--timeout",
     type=FiniteFloatRange(0.1, 60),
     default=1.0,
     show_default=True,
-    help="Seconds to wait for answers.",
+    metavar="SECONDS",
+    help="How long to wait for answers.",
 )
 @JSON_OPTION
 def workers(timeout: float, as_json: bool) -> int:
     """List the live workers and the chunks they are running.
 
-    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 1.
+    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8.
     """
     with connected() as client:
         found = client.workers(timeout)
@@ -325,7 +367,7 @@ def workers(timeout: float, as_json: bool) -> int:
     if not found:
         from tasks.settings import mask
 
-        raise Failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.JOB_FAILED)
+        raise Failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.NO_WORKER)
     return ExitCode.OK
 
 

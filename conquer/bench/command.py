@@ -14,7 +14,7 @@ import click
 
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES
 from conquer.exitcodes import ExitCode
-from conquer.options import Failure, celery_settings
+from conquer.options import Failure, celery_settings, command
 
 EPILOG = """\b
 Examples:
@@ -43,7 +43,7 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     return names
 
 
-@click.command(epilog=EPILOG)
+@command(epilog=EPILOG)
 @click.option("--quick", is_flag=True, help="Every series on small jobs: under 2 minutes on 2 cores.")
 @click.option(
     "--out",
