@@ -172,6 +172,14 @@ def up(
 
     chosen = layout(celery_settings(), workers, processes)
     port, port_note = choose_flower_port(flower, flower_port)
+    if chosen.settings.broker_configured:  # as every stack command: exit 3 within 5 s, nothing started
+        from workers import BrokerUnreachable
+        from workers.celery_client import reach
+
+        try:
+            reach(chosen.settings)
+        except BrokerUnreachable as error:
+            raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
     try:
         with local_stack(
             chosen.settings, workers=chosen.nodes, flower=flower, flower_port=port, inherit_output=verbose

@@ -195,7 +195,13 @@ def test_a_setting_that_cannot_work_exits_2_naming_it() -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [["submit", "sum", "100"], ["status", "0123456789abcdef"], ["result", "0123456789abcdef"], ["workers"]],
+    [
+        ["submit", "sum", "100"],
+        ["status", "0123456789abcdef"],
+        ["result", "0123456789abcdef"],
+        ["workers"],
+        ["up", "--no-flower"],
+    ],
 )
 @pytest.mark.parametrize("url", [UNREACHABLE, "redis://:hunter2@nowhere.invalid:6379/0"])
 def test_an_unreachable_broker_exits_3_within_5_s_with_the_url_masked(arguments: list[str], url: str) -> None:
