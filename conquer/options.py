@@ -97,12 +97,32 @@ class FaultSpec(click.types.StringParamType):
 NEGATIVE = re.compile(r"-\.?[0-9].*")
 
 
+#: The variables a command reads, as (name, meaning with its default) pairs.
+Variables = Callable[[], list[tuple[str, str]]]
+
+
 class Command(click.Command):
-    """A command whose arguments may be negative numbers, refused by their types as bad input: click
-    alone reads `conquer run sum -5` as an option `-5` ("No such option")."""
+    """A command of `conquer`:
+
+    - its arguments may be negative numbers, refused by their types as bad input (click alone reads
+      `conquer run sum -5` as an option `-5`: "No such option");
+    - its help may end with the variables it reads (`environment`), listed when the help is shown:
+      they come from the settings module, which start-up does not import.
+    """
+
+    def __init__(self, *args: Any, environment: Variables | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.environment = environment
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         return super().parse_args(ctx, negatives_as_arguments(self.get_params(ctx), args, ctx))
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        if self.environment is not None:
+            formatter.write_paragraph()
+            with formatter.indentation():
+                formatter.write_text(environment_help(self.environment()))
 
 
 def negatives_as_arguments(
@@ -236,8 +256,8 @@ def fault_option(in_host: bool) -> Callable[[F], F]:
     return click.option("--fault", type=FaultSpec(), default=None, help=fault_help(in_host))
 
 
-def environment_help(*variables: tuple[str, str]) -> str:
-    """An `Environment:` block naming the variables a command reads, each with its meaning and default
+def environment_help(variables: list[tuple[str, str]]) -> str:
+    """The `Environment:` block of a command's help: each variable it reads, its meaning and default
     (wrapped here: click keeps a `\\b` block as it is)."""
     import textwrap
 
@@ -246,7 +266,7 @@ def environment_help(*variables: tuple[str, str]) -> str:
         textwrap.fill(meaning, 100, initial_indent=f"  {name:{width}}  ", subsequent_indent=" " * (width + 4))
         for name, meaning in variables
     ]
-    return "\n\b\nEnvironment (a value that cannot work exits 2):\n" + "\n".join(lines) + "\n"
+    return "\b\nEnvironment (a value that cannot work exits 2):\n" + "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------- job, workers

@@ -26,24 +26,25 @@ from conquer.options import (
     celery_settings,
     command,
     default_workers,
-    environment_help,
     fault_option,
     job_arguments,
     kinds_help,
     warn,
     wrong_answer,
 )
-from tasks.settings import ENV_BROKER
 from workers import EXECUTORS, IPCS, START_METHODS
 
-#: What `--on celery` reads: with no broker, it starts its own stack for the run.
-ENVIRONMENT = environment_help(
-    (
-        ENV_BROKER,
+
+def celery_variables() -> list[tuple[str, str]]:
+    """What `--on celery` reads: with no broker, it starts its own stack for the run."""
+    from tasks.settings import ENV_BROKER
+
+    meaning = (
         "--on celery: the broker of workers already running [default: unset: a private Redis and "
-        "workers, started for the run and stopped after it]",
-    ),
-)
+        "workers, started for the run and stopped after it]"
+    )
+    return [(ENV_BROKER, meaning)]
+
 
 EPILOG_RUN = """\b
 Examples:
@@ -64,7 +65,7 @@ def job_options(function: Any) -> Any:
     return job_arguments(function)
 
 
-@command(help=RUN_HELP, epilog=EPILOG_RUN + ENVIRONMENT)
+@command(help=RUN_HELP, epilog=EPILOG_RUN, environment=celery_variables)
 @job_options
 @click.option(
     "--on",
@@ -117,7 +118,7 @@ def run(
         # A Celery setting that cannot work is bad input: exit 2, nothing started.
         settings = celery_settings()
         if workers is not None and settings.broker_configured:
-            from tasks.settings import mask
+            from tasks.settings import ENV_BROKER, mask
 
             raise click.UsageError(
                 f"--workers does not apply to --on celery with {ENV_BROKER} set: the workers already "
@@ -149,7 +150,7 @@ Examples:
 COMPARE_HELP = f"Run job KIND over 1..N on every executor and IPC, and compare their times.\n\n{kinds_help()}"
 
 
-@command(help=COMPARE_HELP, epilog=EPILOG_COMPARE + ENVIRONMENT)
+@command(help=COMPARE_HELP, epilog=EPILOG_COMPARE, environment=celery_variables)
 @job_options
 @click.option(
     "--repeats",

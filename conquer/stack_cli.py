@@ -39,20 +39,10 @@ from conquer.options import (
     build_job,
     celery_settings,
     command,
-    environment_help,
     fault_option,
     job_arguments,
     kinds_help,
     wrong_answer,
-)
-from tasks.settings import (
-    DEFAULT_BROKER_URL,
-    DEFAULT_CHUNK_TIME_LIMIT_S,
-    ENV_BACKEND,
-    ENV_BROKER,
-    ENV_BROKER_FILE,
-    ENV_PREFIX,
-    ENV_TIME_LIMIT,
 )
 
 if TYPE_CHECKING:
@@ -78,18 +68,31 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
 TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
 
-#: What every command here reads to find the stack.
-STACK = (
-    (
-        ENV_BROKER,
-        f"the stack's broker, a Redis URL [default: {DEFAULT_BROKER_URL}]; `conquer up` prints "
-        "the one it started",
-    ),
-    (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
-    (ENV_BACKEND, "where results and progress are kept [default: the broker URL]"),
-    (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
-)
-ENVIRONMENT = environment_help(*STACK)
+
+def stack_variables() -> list[tuple[str, str]]:
+    """What every command here reads to find the stack."""
+    from tasks.settings import DEFAULT_BROKER_URL, ENV_BACKEND, ENV_BROKER, ENV_BROKER_FILE, ENV_PREFIX
+
+    return [
+        (
+            ENV_BROKER,
+            f"the stack's broker, a Redis URL [default: {DEFAULT_BROKER_URL}]; `conquer up` prints "
+            "the one it started",
+        ),
+        (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
+        (ENV_BACKEND, "where results and progress are kept [default: the broker URL]"),
+        (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
+    ]
+
+
+def submit_variables() -> list[tuple[str, str]]:
+    from tasks.settings import DEFAULT_CHUNK_TIME_LIMIT_S, ENV_TIME_LIMIT
+
+    limit = (
+        "seconds a chunk may run; a download job whose chunks would wait longer is refused "
+        f"[default: {DEFAULT_CHUNK_TIME_LIMIT_S}]"
+    )
+    return [*stack_variables(), (ENV_TIME_LIMIT, limit)]
 
 
 @contextmanager
@@ -131,18 +134,13 @@ Examples:
   conquer submit sum 1e8 --wait                 # a live progress bar, then the verified answer
   conquer submit primes 2e6 --chunks 64         # prints the job id and returns at once
   conquer submit download 200 --chunks 20 --latency 0.05 --json
-""" + environment_help(
-    *STACK,
-    (
-        ENV_TIME_LIMIT,
-        "seconds a chunk may run; a download job whose chunks would wait longer is refused "
-        f"[default: {DEFAULT_CHUNK_TIME_LIMIT_S}]",
-    ),
-)
+"""
 
 
 @command(
-    help=f"Send job KIND over 1..N to the workers; print its id.\n\n{kinds_help()}", epilog=EPILOG_SUBMIT
+    help=f"Send job KIND over 1..N to the workers; print its id.\n\n{kinds_help()}",
+    epilog=EPILOG_SUBMIT,
+    environment=submit_variables,
 )
 @job_arguments
 @CHUNKS_OPTION
@@ -260,8 +258,8 @@ def _workers_line(status: JobStatus) -> str:
 
 
 @command(
-    epilog="\b\nExamples:\n  conquer status 5f0c2a9d1e7b4c36\n  conquer status 5f0c2a9d1e7b4c36 --json\n"
-    + ENVIRONMENT
+    epilog="\b\nExamples:\n  conquer status 5f0c2a9d1e7b4c36\n  conquer status 5f0c2a9d1e7b4c36 --json\n",
+    environment=stack_variables,
 )
 @JOB_ID_ARGUMENT
 @JSON_OPTION
@@ -289,7 +287,8 @@ def _ago(when: float) -> str:
 
 @command(
     epilog="\b\nExamples:\n  conquer result 5f0c2a9d1e7b4c36\n"
-    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n" + ENVIRONMENT
+    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n",
+    environment=stack_variables,
 )
 @JOB_ID_ARGUMENT
 @click.option(
@@ -318,7 +317,7 @@ def result(job_id: str, timeout: float, as_json: bool) -> int:
 # ------------------------------------------------------------------------------------------ cancel
 
 
-@command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n" + ENVIRONMENT)
+@command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n", environment=stack_variables)
 @JOB_ID_ARGUMENT
 def cancel(job_id: str) -> int:
     """Cancel a job: revoke its chunks not yet done."""
@@ -334,7 +333,10 @@ def cancel(job_id: str) -> int:
 # ----------------------------------------------------------------------------------------- workers
 
 
-@command(epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n" + ENVIRONMENT)
+@command(
+    epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n",
+    environment=stack_variables,
+)
 @click.option(
     "--timeout",
     type=FiniteFloatRange(0.1, 60),

