@@ -205,14 +205,22 @@ WORKERS_OPTION = click.option(
     default=None,
     help="Threads/processes/coroutines to run them on [default: the cores here].",
 )
-LATENCY_OPTION = click.option(
-    "--latency",
-    type=FiniteFloatRange(0, 10),
-    default=0.1,
-    show_default=True,
-    metavar="SECONDS",
-    help="download only: seconds each item waits.",
-)
+
+
+def seconds_option(name: str, low: float, high: float, default: float | None, help: str) -> Callable[[F], F]:
+    """An option taking SECONDS within low..high (nan refused); a default of None is left for `help`
+    to state."""
+    return click.option(
+        name,
+        type=FiniteFloatRange(low, high),
+        default=default,
+        show_default=default is not None,
+        metavar="SECONDS",
+        help=help,
+    )
+
+
+LATENCY_OPTION = seconds_option("--latency", 0, 10, 0.1, "download only: seconds each item waits.")
 FAIL_AT_OPTION = click.option(
     "--fail-at",
     type=Count("ITEM"),

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conquer.exitcodes import ExitCode
-from conquer.numbers import FiniteFloatRange
 from conquer.options import (
     CHUNKS_OPTION,
     FAIL_AT_OPTION,
@@ -42,6 +41,7 @@ from conquer.options import (
     fault_option,
     job_arguments,
     kinds_help,
+    seconds_option,
     wrong_answer,
 )
 
@@ -65,7 +65,6 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(error), param=param) from None
 
 
-TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
 
 
@@ -148,12 +147,8 @@ Examples:
 @FAIL_AT_OPTION
 @fault_option(in_host=False)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then the verified answer.")
-@click.option(
-    "--timeout",
-    type=TIMEOUT,
-    default=None,
-    metavar="SECONDS",
-    help=f"With --wait: give up after SECONDS [default: {WAIT_DEFAULT_S:g}].",
+@seconds_option(
+    "--timeout", 0, TIMEOUT_MAX_S, None, f"With --wait: give up after SECONDS [default: {WAIT_DEFAULT_S:g}]."
 )
 @JSON_OPTION
 def submit(
@@ -291,14 +286,7 @@ def _ago(when: float) -> str:
     environment=stack_variables,
 )
 @JOB_ID_ARGUMENT
-@click.option(
-    "--timeout",
-    type=TIMEOUT,
-    default=RESULT_DEFAULT_S,
-    show_default=True,
-    metavar="SECONDS",
-    help="Wait up to SECONDS for it.",
-)
+@seconds_option("--timeout", 0, TIMEOUT_MAX_S, RESULT_DEFAULT_S, "Wait up to SECONDS for it.")
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
     """Print a job's verified answer, waiting up to --timeout for it."""
@@ -337,14 +325,7 @@ def cancel(job_id: str) -> int:
     epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n",
     environment=stack_variables,
 )
-@click.option(
-    "--timeout",
-    type=FiniteFloatRange(0.1, 60),
-    default=1.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="How long to wait for answers.",
-)
+@seconds_option("--timeout", 0.1, 60, 1.0, "How long to wait for answers.")
 @JSON_OPTION
 def workers(timeout: float, as_json: bool) -> int:
     """List the live workers and the chunks they are running.
