@@ -1,4 +1,5 @@
-"""Every exit status `conquer` uses, by name. Scripts can rely on these numbers."""
+"""Every exit status `conquer` uses, by name, each for one outcome. Scripts can rely on these numbers
+(README.md lists them, and a test checks that it lists exactly these)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,13 @@ class ExitCode(IntEnum):
     CANCELLED = 6
     #: The job finished but its answer does not match the independent check.
     WRONG_ANSWER = 7
+    #: No worker answered through the broker (`conquer workers`): a job sent there would not run.
+    NO_WORKER = 8
+    #: `conquer up` could not start its stack, or a process of it died (the message names which).
+    STACK_FAILED = 9
+    #: A bug in conquer: an error it did not expect (CONQUER_DEBUG=1 shows the traceback). 70 is
+    #: EX_SOFTWARE of BSD's sysexits(3), "an internal software error".
+    INTERNAL_ERROR = 70
     #: Interrupted with Ctrl-C (128 + SIGINT, as shells report it).
     INTERRUPTED = 130
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import platform
 import sys
@@ -133,17 +132,15 @@ def memory_total() -> int | None:
 
 def broker() -> dict[str, Any]:
     """Which Redis a Celery run here would use: `embedded` (a private one `conquer` starts) when
-    CELERY_BROKER_URL is unset, `external` otherwise (URL password masked), or `none` when the Celery
-    side is not installed. Read from the Celery settings module without importing Celery; raises its
-    SettingsError (a ValueError) when a variable cannot work."""
-    try:
-        settings_module = importlib.import_module("workers.celery.settings")
-    except ImportError:
-        return {"kind": "none", "url": None}
-    settings = settings_module.Settings.from_env()
+    CELERY_BROKER_URL is unset, `external` otherwise (URL password masked). Read from the Celery
+    settings (`workers.celery.settings`, which imports no Celery); raises their SettingsError (a ValueError)
+    when a variable cannot work."""
+    from workers.celery.settings import Settings, mask
+
+    settings = Settings.from_env()
     if not settings.broker_configured:
         return {"kind": "embedded", "url": None}
-    return {"kind": "external", "url": settings_module.mask(settings.broker_url)}
+    return {"kind": "external", "url": mask(settings.broker_url)}
 
 
 def record() -> dict[str, Any]:

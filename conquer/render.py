@@ -211,8 +211,9 @@ def deployment_note(row: dict[str, Any], under: str | None = None) -> str:
     return f"{who}: workers already running at {deployment['broker_url']}"
 
 
-def progress_display() -> Any:
-    """A Rich `Progress` on stderr (description, bar, done/total, elapsed) that vanishes when stopped."""
+def bars() -> Any:
+    """Rich's display of progress bars on stderr (description, bar, done/total, elapsed), gone when
+    stopped: one bar per task added to it."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
@@ -226,12 +227,13 @@ def progress_display() -> Any:
 
 
 @contextmanager
-def progress_bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
-    """A transient bar on stderr, or a no-op when stderr is not a terminal (scripts, tests)."""
+def bar(total: int, description: str, enabled: bool) -> Iterator[Any]:
+    """One transient bar on stderr, advanced by calling what this yields; a no-op (None) when stderr
+    is not a terminal (scripts, tests)."""
     if not enabled:
         yield None
         return
-    bar = progress_display()
-    with bar:
-        task = bar.add_task(description, total=total)
-        yield lambda *_: bar.advance(task)
+    display = bars()
+    with display:
+        task = display.add_task(description, total=total)
+        yield lambda *_: display.advance(task)

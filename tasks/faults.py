@@ -53,15 +53,6 @@ SECONDS_MAX = 600.0
 
 SYNTAX = "fail@ITEM, transient:K@ITEM, slow:S@ITEM, stuck:S@ITEM or corrupt@ITEM"
 
-#: What `--fault` does, as `conquer run --help` and `conquer submit --help` say it.
-HELP = (
-    "Fault injection for the chunk holding ITEM: fail@ITEM raises; transient:K@ITEM raises on its "
-    "first K attempts (Celery retries it with backoff; in-host executors don't retry); slow:S@ITEM "
-    "sleeps S s first (over Celery's chunk time limit it fails cleanly); stuck:S@ITEM sleeps S s "
-    "ignoring the soft time limit, so Celery's hard limit kills its process; corrupt@ITEM returns a "
-    "wrong partial, which only the independent check catches (exit 7)."
-)
-
 
 class FaultError(ValueError):
     """A fault spec that cannot be parsed (the message says why, in one line)."""

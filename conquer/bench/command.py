@@ -14,6 +14,7 @@ import click
 
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES
 from conquer.exitcodes import ExitCode
+from conquer.options import Failure, celery_settings, command
 
 EPILOG = """\b
 Examples:
@@ -42,7 +43,7 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     return names
 
 
-@click.command(epilog=EPILOG)
+@command(epilog=EPILOG)
 @click.option("--quick", is_flag=True, help="Every series on small jobs: under 2 minutes on 2 cores.")
 @click.option(
     "--out",
@@ -77,14 +78,11 @@ def bench(
     from conquer.bench import charts, suite
     from conquer.bench.interrupts import Interrupts, stop_children
     from conquer.bench.profiles import PROFILES
-    from conquer.bench.progress import Reporter
-    from conquer.cli import Failure
+    from conquer.bench.reporter import Reporter
 
     if quick and tiny:
         raise click.UsageError("--quick and --tiny are different profiles: choose one")
-    from conquer.stack_cli import stack_settings
-
-    stack_settings()  # the Celery settings and URLs, read now: one that cannot work is bad input (exit 2)
+    celery_settings()  # the Celery settings and URLs, read now: one that cannot work is bad input (exit 2)
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
         profile = dataclasses.replace(profile, repeats=repeats)

@@ -1,4 +1,4 @@
-"""What every series of one bench run shares: the profile, the core count, the progress reporter, and
+"""What every series of one bench run shares: the profile, the core count, the reporter, and
 the executors' deployments (`conquer.rounds.Deployments`: the Celery stack, started the first time a
 series needs it and kept for the rest of the run, so that the series do not each pay for starting and
 stopping the same stack; idle, its workers block on the broker and cost little)."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
+from conquer.bench.reporter import Reporter
 from conquer.rounds import Deployments
 
 

@@ -40,7 +40,6 @@ def measure(context: Context) -> Series:
             "cores": cores,
         },
     )
-    registry.note_expected(series)
     cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in registry.every_way(job.kind, count)]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):

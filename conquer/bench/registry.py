@@ -1,5 +1,6 @@
-"""Which executors a series runs: whatever `workers.EXECUTORS` holds, found through the registry only —
-an executor added later (or one missing from this build) needs no change here."""
+"""Which executors a series runs, found through the registry (`workers.EXECUTORS`) only: a series that
+measures every executor picks up one added later with no change here, and one that names an executor
+the registry lacks records it as skipped, saying why, instead of failing."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ import workers
 from conquer.bench.points import Series
 from workers import Plan
 
-#: Executors the issues ask the bench to compare that a build may not have yet (Celery arrives with
-#: issue 3). A series that wants one that is absent says so instead of silently leaving it out.
-EXPECTED = ("celery",)
+#: The broker executor, which the ratio, granularity and round-trip series measure by name.
+CELERY = "celery"
 
 
 def present(series: Series, wanted: tuple[str, ...]) -> list[str]:
@@ -24,11 +24,6 @@ def present(series: Series, wanted: tuple[str, ...]) -> list[str]:
                 f"no {name!r} executor in workers.EXECUTORS in this build, so its points are not measured",
             )
     return found
-
-
-def note_expected(series: Series) -> None:
-    """Record each expected executor this build lacks (for series that run every registered one)."""
-    present(series, EXPECTED)
 
 
 def every_way(kind: str, worker_count: int) -> list[Plan]:

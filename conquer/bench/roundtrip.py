@@ -22,7 +22,7 @@ from conquer.bench import ipc_probe, redis_floor, registry
 from conquer.bench.context import Context
 from conquer.bench.points import Point, Series, run_cases, timed
 from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
+from conquer.bench.reporter import Reporter
 from conquer.rounds import Deployments
 from tasks import Job
 
@@ -45,7 +45,7 @@ def measure(context: Context) -> Series:
             "start_method": method,
         },
     )
-    celery = registry.present(series, registry.EXPECTED)
+    celery = registry.present(series, (registry.CELERY,))
     floor_binary, server = redis_floor.benchmark_binary(), redis_floor.server_binary()
     floor_runs = 2 * len(FLOOR_COMMANDS) if floor_binary and server else 0
     redis_py = importlib.util.find_spec("redis") is not None and server is not None

@@ -24,7 +24,7 @@ from conquer.bench import (
 from conquer.bench.context import Context
 from conquer.bench.points import Series
 from conquer.bench.profiles import Profile
-from conquer.bench.progress import Reporter
+from conquer.bench.reporter import Reporter
 from conquer.rounds import Deployments
 
 Measure = Callable[[Context], Series]

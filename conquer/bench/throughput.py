@@ -23,7 +23,6 @@ def measure(context: Context) -> Series:
         "chunks per second = chunks / median wall time, all of it messaging overhead.",
         parameters={"kind": job.kind, "n": job.n, "chunks": job.chunks, "workers": cores},
     )
-    registry.note_expected(series)
     cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in registry.every_way(job.kind, cores)]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):

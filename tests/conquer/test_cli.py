@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
+import click
 import psutil
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conquer import machine
+from conquer.cli import cli
 from conquer.exitcodes import ExitCode
 from conquer.numbers import parse_count
+from tasks.kinds import KINDS
 from tests.conftest import CONQUER, Stack, conquer, ctrl_c, fresh_python, one_line, wait_until
 from tests.conquer.rows import check_row_facts
+from workers import EXECUTORS
+from workers.celery.settings import DEFAULT_BROKER_URL, Settings
 
 
 def test_run_prints_the_answer_and_its_verification() -> None:
@@ -54,8 +62,15 @@ def test_a_failing_chunk_exits_1_naming_its_range() -> None:
 
 BAD_INPUTS = [
     (["run", "sum", "0"], "n must be at least 1"),
-    (["run", "sum", "-5"], "No such option"),
-    (["run", "sum", "--", "-5"], "n must be at least 1"),
+    (["run", "sum", "-5"], "Invalid value for 'N': -5 is negative"),
+    (["run", "sum", "-1e3", "--json"], "Invalid value for 'N': -1e3 is negative"),
+    (["run", "-5", "10"], "Invalid value for 'KIND'"),
+    (["run", "sum", "--", "-5"], "Invalid value for 'N': -5 is negative"),
+    (["run", "sum", "10", "-k", "-3"], "'--chunks' / '-k': -3 is negative"),
+    (["run", "sum", "10", "--workers", "-2"], "'--workers' / '-w': -2 is negative"),
+    (["run", "sum", "10", "--fail-at", "-1"], "'--fail-at': -1 is negative"),
+    (["run", "sum", "-5", "-vk"], "Option '-k' requires an argument"),
+    (["compare", "sum", "-5"], "Invalid value for 'N': -5 is negative"),
     (["run", "sum", "1.5"], "not a whole number"),
     (["run", "sum", "1e-3"], "not a whole number"),
     (["run", "sum", "ten"], "is not an integer"),
@@ -211,8 +226,77 @@ def test_compare_prints_one_table() -> None:
 def test_help_shows_examples_and_exit_codes() -> None:
     top = conquer("--help")
     assert "Exit status" in top.stdout
-    assert "broker unreachable" in top.stdout
+    for code in ExitCode:
+        assert re.search(rf"^ +{code.value} +{code.name.lower().replace('_', ' ')}$", top.stdout, re.M), code
     assert "Examples:" in conquer("run", "--help").stdout
+
+
+def help_of(command: str) -> str:
+    result = CliRunner().invoke(cli, [command, "--help"], prog_name="conquer", terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("command", ["run", "compare", "submit"])
+def test_job_commands_list_the_kinds_and_say_how_counts_are_written(command: str) -> None:
+    text = help_of(command)
+    for kind in KINDS.values():
+        assert re.search(rf"^ +{kind.name} +{re.escape(kind.summary)}$", text, re.M), kind.name
+    assert "100_000_000 or 1e8" in text
+    assert re.search(r"--chunks COUNT ", text)
+    assert re.search(r"--latency SECONDS ", text)
+    assert " TEXT" not in text
+
+
+def test_run_and_compare_list_the_executors() -> None:
+    assert f"--on [{'|'.join(EXECUTORS)}]" in help_of("run")
+    assert ", ".join(EXECUTORS) in " ".join(help_of("compare").split())
+    assert re.search(r"--workers COUNT ", help_of("run"))
+
+
+def test_submit_help_speaks_of_celery_only() -> None:
+    text = " ".join(help_of("submit").split())
+    assert "--fault SPEC" in text
+    assert "in-host" not in text
+    assert "--timeout SECONDS With --wait" in text
+    assert "in-host executors don't" in " ".join(help_of("run").split())
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "result", "cancel", "workers", "up"])
+def test_every_stack_command_names_the_variables_it_reads_and_their_defaults(command: str) -> None:
+    lines = help_of(command).splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("Environment"))
+    block = " ".join(" ".join(lines[start:]).split())
+    expected = "an embedded Redis" if command == "up" else DEFAULT_BROKER_URL
+    assert re.search(rf"CELERY_BROKER_URL [^\[]*\[default: [^\]]*{re.escape(expected)}", block), block
+    names = re.findall(r"^ {4}([A-Z_]+) ", "\n".join(lines[start:]), re.M)
+    assert names, block
+    for name in names:  # each variable named has its default
+        assert re.search(rf"{name} [^\[]*\[default: [^\]]+\]", block), name
+    assert set(names) <= set(Settings().to_env()) | {"CELERY_BROKER_URL_FILE"}
+
+
+def test_the_readme_lists_every_exit_status_and_no_other() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    table = readme.partition("## Exit status")[2].partition("\n## ")[0]
+    listed = [int(code) for code in re.findall(r"^\| (\d+) \|", table, re.M)]
+    assert listed == [code.value for code in ExitCode]
+
+
+def test_an_unexpected_error_is_an_internal_error_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exit 70 is a bug in conquer: made here by a command that fails as no command should."""
+
+    @click.command("broken")
+    def broken() -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.delenv("CONQUER_DEBUG", raising=False)
+    monkeypatch.setitem(cli.commands, "broken", broken)
+    result = CliRunner().invoke(cli, ["broken"], prog_name="conquer")
+    assert result.exit_code == ExitCode.INTERNAL_ERROR
+    assert one_line(result.stderr) == (
+        "conquer: unexpected error: KeyError: 'a bug' (set CONQUER_DEBUG=1 for the traceback)"
+    )
 
 
 def test_help_imports_nothing_heavy() -> None:

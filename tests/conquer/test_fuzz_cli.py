@@ -215,8 +215,9 @@ def not_a_count(*, positional: bool) -> st.SearchStrategy[str]:
 
 
 def bad_count(low: int, high: int, *, positional: bool = False) -> st.SearchStrategy[str]:
-    """Not a count, or a count outside low..high."""
-    below = st.integers(min_value=0 if positional else -(10**12), max_value=low - 1)
+    """Not a count, or a count outside low..high (a negative one too, even as an argument, where click
+    alone would take `-5` for an option)."""
+    below = st.integers(min_value=-(10**12), max_value=low - 1)
     return st.one_of(
         not_a_count(positional=positional),
         spelled(below),
@@ -555,6 +556,15 @@ def run_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     if draw(st.booleans()):
         line.options["-v"] = []
 
+    def workers_on_a_running_stack(draw: st.DrawFn, line: Line) -> Case:
+        # The witnessed broker is configured: its workers, whoever they are, would take the job.
+        line.options["--on"] = ["celery"]
+        line.options.pop("--ipc", None)
+        line.options.pop("--start-method", None)
+        line.options.pop("-w", None)
+        line.options["--workers"] = [str(draw(st.integers(1, 4)))]
+        return line.case(draw, "--workers with a broker set", ("--workers does not apply",))
+
     def on_celery(draw: st.DrawFn, line: Line) -> Case:
         line.options["--on"] = ["celery"]
         line.options.pop("--ipc", None)
@@ -589,6 +599,7 @@ def run_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
         ipc_or_method,
         asyncio_cpu,
         processes_option_elsewhere,
+        workers_on_a_running_stack,
         on_celery,
         *STRUCTURAL,
     ]
@@ -653,10 +664,16 @@ def submit_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
         line.options["--latency"] = [repr(draw(st.floats(15.2 / per_chunk, 10)))]  # clear of rounding
         return line.case(draw, "chunks over the time limit", ("over the chunk time limit",))
 
+    def timeout_without_wait(draw: st.DrawFn, line: Line) -> Case:
+        line.options.pop("--wait", None)
+        line.options["--timeout"] = [repr(draw(st.floats(0, 7 * 24 * 3600)))]
+        return line.case(draw, "--timeout without --wait", ("--timeout applies only with --wait",))
+
     faults = [
         *count_faults(line),
         in_range("--fail-at", bad_count(1, line.n), "fail-at"),
         in_range("--timeout", bad_seconds(0, 7 * 24 * 3600), "timeout"),
+        timeout_without_wait,
         chunks_too_long,
         settings_fault(port),
         *STRUCTURAL,
@@ -703,12 +720,34 @@ def up_cases(draw: st.DrawFn, port: int, setting: bool = False) -> Case:
     line = Line("up", [])
     if draw(st.booleans()):
         line.options[draw(st.sampled_from(["--workers", "-w"]))] = [str(draw(st.integers(1, 64)))]
-    line.options[draw(st.sampled_from(["--flower", "--no-flower"]))] = []
     if draw(st.booleans()):
+        line.options[draw(st.sampled_from(aliases("up", "--processes")))] = [str(draw(st.integers(1, 64)))]
+    flower = draw(st.booleans())
+    line.options["--flower" if flower else "--no-flower"] = []
+    if flower and draw(st.booleans()):
+        # Any port, in use or not: whether it is free is the last thing `up` looks at, after every
+        # fault below.
         line.options["--flower-port"] = [str(draw(st.integers(1024, 65535)))]
+
+    def flower_port_without_flower(draw: st.DrawFn, line: Line) -> Case:
+        line.options.pop("--flower", None)
+        line.options["--no-flower"] = []
+        line.options["--flower-port"] = [str(draw(st.integers(1, 65535)))]
+        return line.case(draw, "--flower-port with --no-flower", ("--flower-port applies only",))
+
+    def processes_on_solo(draw: st.DrawFn, line: Line) -> Case:
+        for name in aliases("up", "--processes"):
+            line.options.pop(name, None)
+        line.options[draw(st.sampled_from(aliases("up", "--processes")))] = [str(draw(st.integers(2, 64)))]
+        line.env["CONQUER_WORKER_POOL"] = "solo"
+        return line.case(draw, "--processes with the solo pool", ("does not apply to the solo pool",))
+
     faults = [
         in_range("--workers", bad_count(1, 64), "workers"),
+        in_range("--processes", bad_count(1, 64), "processes"),
         in_range("--flower-port", bad_int(1, 65535), "flower-port"),
+        flower_port_without_flower,
+        processes_on_solo,
         settings_fault(port),
         *NO_POSITIONALS,
     ]

@@ -7,9 +7,11 @@ import json
 import os
 import re
 import selectors
+import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -147,14 +149,42 @@ def test_an_unknown_job_exits_5(celery_stack: Stack) -> None:
         (["submit", "download", "1000", "--chunks", "1", "--latency", "1"], "over the chunk time limit"),
         (["workers", "--timeout", "0"], "not in the range"),
         (["up", "--workers", "0"], "workers must be between 1 and 64"),
+        (["up", "--processes", "65"], "processes must be between 1 and 64"),
+        (["submit", "sum", "-5"], "Invalid value for 'N': -5 is negative"),
+        # Options that would be ignored are refused.
+        (["submit", "sum", "10", "--timeout", "5"], "--timeout applies only with --wait"),
+        (["run", "sum", "10", "--on", "celery", "--workers", "2"], "--workers does not apply to --on celery"),
+        (["up", "--no-flower", "--flower-port", "5555"], "--flower-port applies only with Flower"),
+        (["CONQUER_WORKER_POOL=solo", "up", "--processes", "2"], "does not apply to the solo pool"),
     ],
 )
 def test_bad_input_exits_2_before_the_broker_is_contacted(arguments: list[str], message: str) -> None:
-    """The broker URL is unreachable: an exit of 2 (not 3) proves nothing was sent."""
-    result = conquer(*arguments, env={"CELERY_BROKER_URL": UNREACHABLE})
+    """The broker URL is unreachable: an exit of 2 (not 3) proves nothing was sent. Words before the
+    command set a variable, as in a shell."""
+    settings = [word.partition("=")[::2] for word in arguments if "=" in word and word[0].isupper()]
+    result = conquer(*arguments[len(settings) :], env={"CELERY_BROKER_URL": UNREACHABLE, **dict(settings)})
     assert result.returncode == ExitCode.USAGE, result.stderr
     assert message in one_line(result.stderr)
     assert result.stdout == ""
+
+
+def test_a_flower_port_in_use_is_refused_before_anything_starts() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        result = conquer("up", "--flower-port", str(port), env={"CELERY_BROKER_URL": UNREACHABLE})
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert f"port {port} is in use on 127.0.0.1" in one_line(result.stderr)
+    assert result.stdout == ""
+
+
+def test_no_worker_answering_exits_8_naming_the_broker(celery_stack: Stack) -> None:
+    """The session's Redis, under a key prefix no worker uses: the broker answers, no worker does."""
+    result = conquer(
+        "workers", "--timeout", "0.5", env={**celery_stack.env, "CONQUER_KEY_PREFIX": "conquer-nobody"}
+    )
+    assert result.returncode == ExitCode.NO_WORKER, result.stderr
+    assert one_line(result.stderr).startswith("conquer: no worker answered within 0.5 s at ")
 
 
 def test_a_setting_that_cannot_work_exits_2_naming_it() -> None:
@@ -165,7 +195,13 @@ def test_a_setting_that_cannot_work_exits_2_naming_it() -> None:
 
 @pytest.mark.parametrize(
     "arguments",
-    [["submit", "sum", "100"], ["status", "0123456789abcdef"], ["result", "0123456789abcdef"], ["workers"]],
+    [
+        ["submit", "sum", "100"],
+        ["status", "0123456789abcdef"],
+        ["result", "0123456789abcdef"],
+        ["workers"],
+        ["up", "--no-flower"],
+    ],
 )
 @pytest.mark.parametrize("url", [UNREACHABLE, "redis://:hunter2@nowhere.invalid:6379/0"])
 def test_an_unreachable_broker_exits_3_within_5_s_with_the_url_masked(arguments: list[str], url: str) -> None:
@@ -202,15 +238,40 @@ def read_until(process: subprocess.Popen[bytes], marker: str, timeout: float) ->
     return text.decode()
 
 
-@pytest.mark.usefixtures("embedded_redis")
-def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
+def clean_env(**settings: str) -> dict[str, str]:
+    """This environment without any Celery or conquer setting, plus `settings`."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("CELERY_", "CONQUER_"))}
-    process = subprocess.Popen(
-        [CONQUER, "up", "--workers", "2", "--flower-port", str(free_port())],
+    return {**env, **settings}
+
+
+def start(*arguments: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """`conquer ARGUMENTS` in a session of its own (for `ctrl_c`), its output read through pipes."""
+    return subprocess.Popen(
+        [CONQUER, *arguments],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
         start_new_session=True,
+    )
+
+
+def live_workers(broker_url: str) -> list[dict[str, Any]]:
+    listed = conquer("workers", "--json", "--timeout", "2", env={"CELERY_BROKER_URL": broker_url})
+    assert listed.returncode == ExitCode.OK, listed.stderr
+    found: list[dict[str, Any]] = json.loads(listed.stdout)
+    return found
+
+
+@pytest.mark.usefixtures("embedded_redis")
+def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
+    # One pool process per worker, from the environment: `up` respects it and says so.
+    process = start(
+        "up",
+        "--workers",
+        "2",
+        "--flower-port",
+        str(free_port()),
+        env=clean_env(CONQUER_WORKER_CONCURRENCY="1"),
     )
     try:
         banner = read_until(process, "Press Ctrl-C", 90)
@@ -218,9 +279,19 @@ def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
         flower = re.search(r"flower\s+(http://127\.0\.0\.1:\d+)\s+user (\S+)\s+password (\S+)", banner)
         assert broker, banner
         assert flower, banner
+        assert (
+            "workers  2 (--workers), each with a prefork pool of 1 process(es) (CONQUER_WORKER_CONCURRENCY)"
+            in banner
+        )
         stack_dir = Path(broker.group(1).removeprefix("redis+socket://")).parent
         started = psutil.Process(process.pid).children(recursive=True)
         assert len(started) >= 4  # Redis, a worker and its pool processes, Flower
+        # What it printed is what runs: the workers it named, each with the pool it said.
+        running = live_workers(broker.group(1))
+        assert sorted(worker["name"] for worker in running) == re.findall(
+            r"^ +(conquer\d-\S+@\S+)$", banner, re.M
+        )
+        assert all(worker["pool"] == "prefork" and worker["concurrency"] == 1 for worker in running), running
         job = conquer("submit", "sum", "1e5", "--wait", env={"CELERY_BROKER_URL": broker.group(1)})
         assert job.returncode == ExitCode.OK, job.stderr
         assert "✓ verified" in job.stdout
@@ -234,3 +305,29 @@ def test_up_runs_a_stack_that_takes_jobs_and_ctrl_c_stops_all_of_it() -> None:
     _, alive = psutil.wait_procs(started, timeout=15)
     assert not alive
     assert not stack_dir.exists()
+
+
+@pytest.mark.usefixtures("embedded_redis")
+def test_up_flags_win_over_the_environment_and_a_dead_worker_ends_it_with_exit_9() -> None:
+    process = start("up", "--processes", "2", "--no-flower", env=clean_env(CONQUER_WORKER_CONCURRENCY="3"))
+    try:
+        banner = read_until(process, "Press Ctrl-C", 90)
+        assert (
+            "workers  1 (the default), each with a prefork pool of 2 process(es) "
+            "(--processes, over CONQUER_WORKER_CONCURRENCY=3)" in banner
+        )
+        broker = re.search(r"export CELERY_BROKER_URL=(\S+)", banner)
+        assert broker, banner
+        (worker,) = live_workers(broker.group(1))
+        assert worker["concurrency"] == 2
+        assert len(worker["processes"]) == 2
+        (node,) = [p for p in psutil.Process(process.pid).children() if worker["name"] in p.cmdline()]
+        node.kill()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            ctrl_c(process, timeout=60)
+    assert process.returncode == ExitCode.STACK_FAILED, stderr
+    assert one_line(stderr.decode()).startswith(
+        f"conquer: the local stack failed: {worker['name']} exited with code -9"
+    )

@@ -93,10 +93,11 @@ class LocalStack:
     def describe(self) -> str:
         name = brokers.for_url(self.settings.broker_url).NAME
         broker = f"embedded {name} (Unix socket)" if self.embedded else f"external {name}"
-        pool = f"{self.settings.worker_pool} pool"
+        # A worker is a node; a prefork pool has processes, a solo worker runs each chunk itself.
+        processes = f"a prefork pool of {self.settings.worker_concurrency} process(es)"
+        pool = "solo pool" if self.settings.worker_pool == "solo" else f"each with {processes}"
         events = "" if self.settings.task_events else ", task events off"
-        workers = f"{len(self.workers)} worker(s) × {self.settings.worker_concurrency} process(es)"
-        return f"{broker}, {workers}, {pool}{events}"
+        return f"{broker}, {len(self.workers)} worker(s), {pool}{events}"
 
     def alive_workers(self) -> int:
         return sum(process.poll() is None for process in self.workers)

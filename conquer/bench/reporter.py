@@ -23,9 +23,9 @@ class Reporter:
 
     def __enter__(self) -> Reporter:
         if self._bar_enabled:
-            from conquer.render import progress_display
+            from conquer.render import bars
 
-            self._bar = progress_display()
+            self._bar = bars()
             self._bar.start()
         return self
 
