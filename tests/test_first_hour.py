@@ -125,14 +125,18 @@ server = RedisServer(Path(sys.argv[1]), 6379)
 server.start()
 try:
     began = time.monotonic()
-    done = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(sys.argv[2:], capture_output=True, text=True, timeout=60)
+        code, stdout, stderr = done.returncode, done.stdout, done.stderr
+    except subprocess.TimeoutExpired as timeout:
+        code, stdout, stderr = None, str(timeout.stdout), str(timeout.stderr)
     took = time.monotonic() - began
     client = server.client()
     keys = sorted(key.decode() for key in client.keys("*"))
     client.close()
 finally:
     server.stop()
-print(json.dumps({"code": done.returncode, "stdout": done.stdout, "stderr": done.stderr, "took": took,
+print(json.dumps({"code": code, "stdout": stdout, "stderr": stderr, "took": took,
                   "keys": keys}))
 """
 

@@ -61,7 +61,7 @@ def refused(arguments: list[str], env: dict[str, str], outcome: str) -> str:
     began = time.monotonic()
     result = conquer(*arguments, env=env)
     took = time.monotonic() - began
-    assert result.returncode == ExitCode.NO_WORKER, result.stderr
+    assert result.returncode == ExitCode.NO_WORKER, (result.returncode, result.stdout, result.stderr)
     assert took < WORKER_ANSWER_S + START_UP_S, took
     line = one_line(result.stderr)
     assert result.stdout == ""
