@@ -158,7 +158,9 @@ def no_worker(settings: Settings, waited: float, outcome: str = "") -> Failure:
         )
     else:
         where += f" (the default: {ENV_BROKER} is not set)"
-        hint = f"start a stack with `conquer up`, and run in this shell the `export {ENV_BROKER}=...` it prints"
+        hint = (
+            f"start a stack with `conquer up`, and run in this shell the `export {ENV_BROKER}=...` it prints"
+        )
     outcome = f"; {outcome}" if outcome else ""
     return Failure(f"no worker answered within {waited:g} s at {where}{outcome}: {hint}", ExitCode.NO_WORKER)
 
