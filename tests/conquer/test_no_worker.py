@@ -17,7 +17,7 @@ import redis
 from conquer.exitcodes import ExitCode
 from conquer.stack_cli import WORKER_ANSWER_S
 from tasks import Job
-from tests.conftest import Stack, conquer, one_line, skip_without_redis_server
+from tests.conftest import Stack, conquer, one_line, skip_without_redis_server, wait_until
 from tests.redis_server import RedisServer, redis_server
 from workers.celery.app import make_app
 from workers.celery.client import Client
@@ -137,3 +137,26 @@ def test_the_workers_of_another_stack_on_the_same_redis_are_not_asked(celery_sta
     assert keys(celery_stack.redis, f"{prefix}:") <= remote_control_keys(f"{prefix}:")
     # The same command under the stack's own prefix runs at once.
     assert conquer("submit", "sum", "10", "--wait", env=celery_stack.env).returncode == ExitCode.OK
+
+
+def test_a_reply_nobody_reads_any_more_expires(celery_stack: Stack) -> None:
+    """`conquer submit` reads the first answer and deletes its reply queue; the other workers' answers,
+    if routed just before the delete, create the list again. Pushed by a worker, it must expire
+    (`workers.celery.kombu_fixes`, fix 3). Made certain here: a reply queue declared, asked through,
+    and never read — kombu's `Mailbox._publish` is the broadcast without the reading."""
+    from kombu.common import maybe_declare
+
+    app = celery_stack.stack.app
+    with app.connection_for_write() as connection:
+        mailbox = app.control.mailbox(connection)
+        channel = connection.default_channel
+        reply_queue = mailbox.reply_queue(channel)
+        maybe_declare(reply_queue)
+        key = f"{celery_stack.prefix}{reply_queue.name}"
+        try:
+            mailbox._publish("ping", {}, reply_ticket="nobody-reads-it", channel=channel, timeout=5)
+            workers = len(celery_stack.stack.worker_names)
+            wait_until(lambda: celery_stack.redis.llen(key) == workers, 10, f"{workers} replies in {key}")
+            assert 0 < celery_stack.redis.ttl(key) <= 60  # -1 without the fix: kept forever
+        finally:
+            reply_queue.delete()

@@ -9,9 +9,12 @@ it. A worker counts only if it consumes the queue the job is sent to (`task_defa
 started with `-Q` for other queues answers, but would never run the job.
 
 Cost: the first answer ends the wait (`limit=1`), a round trip of a few milliseconds on a stack that
-has workers. With none, the full `timeout` passes. A worker whose pool is *solo* runs its chunk in the
-thread that would answer: it answers only between chunks, so one busy on a chunk longer than the
-timeout is not seen (the prefork pool, the default, answers from its main process at once).
+has workers. With none, the full `timeout` passes. The other workers' answers come too late to be
+read: in a Redis broker they would be keys that never expire, but for `workers.celery.kombu_fixes` (3).
+
+A worker whose pool is *solo* runs its chunk in the thread that would answer: it answers only between
+chunks, so one busy on a chunk longer than the timeout is not seen (the prefork pool, the default,
+answers from its main process at once).
 
 Usage::
 
@@ -20,6 +23,7 @@ Usage::
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from workers.base import BrokerUnreachable
@@ -35,17 +39,22 @@ def first_consumer(app: Celery, timeout: float) -> str | None:
     within `timeout` seconds. A broker lost meanwhile raises BrokerUnreachable."""
     queue = app.conf.task_default_queue
     broker = brokers.for_url(app.conf.broker_url)
+    deadline = time.monotonic() + timeout
     try:
-        # The first answer, whoever it is from: almost always a worker of this stack, on its queue.
-        answers = _active_queues(app, timeout, limit=1)
-        found = _consuming(answers, queue)
-        if found is None and answers:
-            # A worker of other queues answered first: hear them all (this waits the whole timeout).
-            found = _consuming(_active_queues(app, timeout, limit=None), queue)
+        while (remaining := deadline - time.monotonic()) > 0:
+            # The first answer, whoever it is from: almost always a worker of this stack, on its queue.
+            # (None before the deadline: what came was a late answer to an earlier question of this
+            # process, which takes the one reply asked for; ask again.)
+            answers = _active_queues(app, remaining, limit=1)
+            if answers:
+                found = _consuming(answers, queue)
+                if found is None:  # a worker of other queues answered first: hear them all
+                    found = _consuming(_active_queues(app, deadline - time.monotonic(), limit=None), queue)
+                return found
     except broker.errors(transient_only=True) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise BrokerUnreachable(f"lost {broker.NAME} at {mask(app.conf.broker_url)}: {reason}") from None
-    return found
+    return None
 
 
 def _active_queues(app: Celery, timeout: float, limit: int | None) -> dict[str, Any]:
