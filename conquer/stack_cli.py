@@ -327,16 +327,14 @@ def _ago(when: float) -> str:
     epilog="\b\nExamples:\n  conquer result 5f0c2a9d1e7b4c36\n"
     "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n",
     environment=stack_variables,
+    help="Print a job's verified answer, waiting up to --timeout for it.\n\nA job still queued (no chunk "
+    f"started) is waited for only if a worker that consumes its queue answers within {WORKER_ANSWER_S:g} s "
+    "(or --timeout, if shorter); otherwise exit 8, the job left as it is.",
 )
 @JOB_ID_ARGUMENT
 @seconds_option("--timeout", 0, TIMEOUT_MAX_S, RESULT_DEFAULT_S, "Wait up to SECONDS for it.")
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
-    """Print a job's verified answer, waiting up to --timeout for it.
-
-    A job still queued (no chunk started) is waited for only if a worker that consumes its queue
-    answers within the first seconds; otherwise exit 8, the job left as it is.
-    """
     from workers import BrokerUnreachable
     from workers.celery.jobstore import QUEUED
 
