@@ -24,10 +24,13 @@ from workers.celery.client import Client
 from workers.celery.localstack import WORKER_FLAGS, local_stack
 from workers.celery.settings import Settings
 
-#: How much longer than the check's own wait a refused submit may take: the interpreter's start-up
-#: and the broker's PING, as the exit-3 test of test_stack_cli.py allows (2 s), plus 1 s for a loaded
-#: machine. Measured: 3.6-3.7 s in all on an idle 2-core VM, 4.2-5.1 s at load 8-10 (8 test runs).
-START_UP_S = 3.0
+#: How much longer than the check's own wait a refused submit may take: the interpreter's start-up,
+#: Celery's imports and the broker's PING, which a loaded machine slows down. Measured, whole command
+#: (3 s of it the check's wait), `conquer submit sum 10` to a Redis without workers, 2-core VM:
+#: idle 3.3-3.9 s (8 runs); during `make test`, load 2: 3.45-4.65 s (18 runs); six CPU-bound
+#: processes besides, load 7: 3.9-8.3 s, median 6.8 (8 runs). What the bound tells apart is a wait
+#: for the job's deadline (`result`: 30 s, `submit --wait`: 600 s), not a second more or less.
+START_UP_S = 7.0
 
 
 def remote_control_keys(prefix: str = "") -> set[str]:
