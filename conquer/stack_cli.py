@@ -53,9 +53,8 @@ if TYPE_CHECKING:
 #: `conquer submit --wait` and `conquer result` give up after this long unless told otherwise.
 WAIT_DEFAULT_S = 600.0
 RESULT_DEFAULT_S = 30.0
-#: `submit` sends nothing, and `result` does not wait for a queued job, unless a worker that consumes
-#: the queue answers within this long. A prefork worker answers in milliseconds even with every pool
-#: process busy (the first answer ends the wait); this bounds what a user without workers waits.
+#: `submit` sends nothing, and `result` does not wait for a queued job, unless a worker consuming the
+#: queue answers within this long (a prefork worker answers in milliseconds, however busy its pool).
 WORKER_ANSWER_S = 3.0
 TIMEOUT_MAX_S = 7 * 24 * 3600.0
 
@@ -158,9 +157,7 @@ def no_worker(settings: Settings, waited: float, outcome: str = "") -> Failure:
         )
     else:
         where += f" (the default: {ENV_BROKER} is not set)"
-        hint = (
-            f"start a stack with `conquer up`, and run in this shell the `export {ENV_BROKER}=...` it prints"
-        )
+        hint = f"start a stack with `conquer up`, then run here the `export {ENV_BROKER}=...` it prints"
     outcome = f"; {outcome}" if outcome else ""
     return Failure(f"no worker answered within {waited:g} s at {where}{outcome}: {hint}", ExitCode.NO_WORKER)
 

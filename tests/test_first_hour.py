@@ -247,7 +247,9 @@ def forgets_the_export(command: str, env: dict[str, str], directory: Path) -> No
     line = one_line(forgot["stderr"])
     assert "no worker answered within" in line, line
     assert "at redis://localhost:6379/0 (the default: CELERY_BROKER_URL is not set); nothing was sent" in line
-    assert "start a stack with `conquer up`, and run in this shell the `export CELERY_BROKER_URL=...`" in line
+    assert (
+        "start a stack with `conquer up`, then run here the `export CELERY_BROKER_URL=...` it prints" in line
+    )
     assert forgot["took"] < WORKER_ANSWER_S + START_UP_S, forgot
     assert set(forgot["keys"]) <= remote_control_keys(), forgot
 
