@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 #: `conquer submit --wait` and `conquer result` give up after this long unless told otherwise.
 WAIT_DEFAULT_S = 600.0
 RESULT_DEFAULT_S = 30.0
+#: `submit` sends nothing, and `result` does not wait for a queued job, unless a worker consuming the
+#: queue answers within this long (a prefork worker answers in milliseconds, however busy its pool).
+WORKER_ANSWER_S = 3.0
 TIMEOUT_MAX_S = 7 * 24 * 3600.0
 
 
@@ -132,6 +135,33 @@ def job_errors() -> Iterator[None]:
         raise Failure(str(error), ExitCode.BROKER_UNREACHABLE) from None
 
 
+def require_a_worker(client: Client, outcome: str, timeout: float = WORKER_ANSWER_S) -> None:
+    """Exit 8 unless a worker that consumes the stack's queue answers within `timeout`
+    (`workers.celery.consumers`); the line says what did not happen (`outcome`)."""
+    if client.consumer(timeout) is None:
+        raise no_worker(client.settings, timeout, outcome)
+
+
+def no_worker(settings: Settings, waited: float, outcome: str = "") -> Failure:
+    """Exit 8's one line: the broker asked (password masked), that no worker answered, `outcome`, and
+    how to start a stack or point at one."""
+    from workers.celery.settings import ENV_BROKER, ENV_PREFIX, mask
+
+    where = mask(settings.broker_url)
+    if settings.key_prefix:
+        where += f" ({ENV_PREFIX}={settings.key_prefix})"
+    if settings.broker_configured:
+        hint = (
+            f"start workers there, or point {ENV_BROKER} at a stack that has some "
+            "(`conquer up` starts one and prints its URL)"
+        )
+    else:
+        where += f" (the default: {ENV_BROKER} is not set)"
+        hint = f"start a stack with `conquer up`, then run here the `export {ENV_BROKER}=...` it prints"
+    outcome = f"; {outcome}" if outcome else ""
+    return Failure(f"no worker answered within {waited:g} s at {where}{outcome}: {hint}", ExitCode.NO_WORKER)
+
+
 # ------------------------------------------------------------------------------------------ submit
 
 EPILOG_SUBMIT = """\b
@@ -143,7 +173,10 @@ Examples:
 
 
 @command(
-    help=f"Send job KIND over 1..N to the workers; print its id.\n\n{kinds_help()}",
+    help="Send job KIND over 1..N to the workers; print its id.\n\n"
+    f"Nothing is sent unless a worker that consumes the job's queue answers within {WORKER_ANSWER_S:g} s; "
+    f"otherwise one line names the broker asked and how to start or point at a stack (exit 8).\n\n"
+    f"{kinds_help()}",
     epilog=EPILOG_SUBMIT,
     environment=submit_variables,
 )
@@ -173,6 +206,7 @@ def submit(
         raise click.UsageError("--timeout applies only with --wait (without it, submit returns at once)")
     check_chunk_time(job, celery_settings())
     with connected() as client, job_errors():
+        require_a_worker(client, "nothing was sent")  # before sending: no job is left queued for nobody
         job_id = client.submit(job)
         if not wait_:
             click.echo(json.dumps({"id": job_id, **_job_fields(job)}) if as_json else job_id)
@@ -290,19 +324,24 @@ def _ago(when: float) -> str:
     epilog="\b\nExamples:\n  conquer result 5f0c2a9d1e7b4c36\n"
     "  conquer result 5f0c2a9d1e7b4c36 --timeout 0   # look, don't wait\n",
     environment=stack_variables,
+    help="Print a job's verified answer, waiting up to --timeout for it.\n\nA job still queued (no chunk "
+    f"started) is waited for only if a worker that consumes its queue answers within {WORKER_ANSWER_S:g} s "
+    "(or --timeout, if shorter); otherwise exit 8, the job left as it is.",
 )
 @JOB_ID_ARGUMENT
 @seconds_option("--timeout", 0, TIMEOUT_MAX_S, RESULT_DEFAULT_S, "Wait up to SECONDS for it.")
 @JSON_OPTION
 def result(job_id: str, timeout: float, as_json: bool) -> int:
-    """Print a job's verified answer, waiting up to --timeout for it."""
     from workers import BrokerUnreachable
+    from workers.celery.jobstore import QUEUED
 
     with connected() as client, job_errors():
         try:
             found = client.status(job_id)
         except BrokerUnreachable:  # lost right after connecting: wait through it (no total yet, no bar)
             found = client.wait(job_id, timeout)
+        if found.state == QUEUED and timeout > 0:  # no chunk started yet: is anyone there to run it?
+            require_a_worker(client, f"job {job_id} stays queued", min(timeout, WORKER_ANSWER_S))
         if not found.over:
             found = _wait_with_bar(client, job_id, timeout, found.total, found.job.describe())
         return _show_outcome(client, found, as_json)
@@ -336,11 +375,11 @@ def cancel(job_id: str) -> int:
 def workers(timeout: float, as_json: bool) -> int:
     """List the live workers and the chunks they are running.
 
-    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8.
+    Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8,
+    saying how to start or point at a stack.
     """
     with connected() as client:
         found = client.workers(timeout)
-        url = client.settings.broker_url
     if as_json:
         click.echo(json.dumps([worker.to_dict() for worker in found], indent=2))
     for worker in [] if as_json else found:
@@ -354,9 +393,7 @@ def workers(timeout: float, as_json: bool) -> int:
         if not worker.active:
             click.echo("  idle")
     if not found:
-        from workers.celery.settings import mask
-
-        raise Failure(f"no worker answered within {timeout:g} s at {mask(url)}", ExitCode.NO_WORKER)
+        raise no_worker(client.settings, timeout)
     return ExitCode.OK
 
 

@@ -12,6 +12,7 @@ The modules, roughly in the order a job meets them:
     jobstore.py     the job store: each job's record in Redis (chunks done and failed, who ran each,
                     the answer), read in one round trip whatever the number of chunks
     client.py       a connection to a running stack: submit a job, follow it, cancel it, list workers
+    consumers.py    whether a worker consumes the stack's queue, asked before anything is sent
     results.py      Celery's result backend from the client's side: waking when the answer is out
     kombu_fixes.py  the patches to kombu (and Celery) that send a job all or nothing, each naming
                     the upstream issue it works around and when it can go

@@ -35,7 +35,7 @@ from celery.signals import celeryd_init
 
 from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
-from workers.celery import brokers
+from workers.celery import brokers, kombu_fixes
 from workers.celery.brokers import redis
 from workers.celery.jobstore import JobStore
 from workers.celery.settings import Settings, settings
@@ -227,6 +227,7 @@ WORKER_WRITE_RETRY_S = 10
 def _workers_ride_out_redis_restarts(conf: Any, **_: Any) -> None:
     """Runs in `celery worker` only, before its pool processes fork (so they inherit the setting)."""
     conf.conquer_write_retry_s = WORKER_WRITE_RETRY_S
+    kombu_fixes.replies_expire()  # and its remote-control replies expire in Redis (fix 3 there)
 
 
 def job_store(app: Celery) -> JobStore:

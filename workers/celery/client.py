@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
 from workers.base import BrokerUnreachable, ExecutorError
-from workers.celery import brokers, results
+from workers.celery import brokers, consumers, results
 from workers.celery.brokers import redis
 from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
 from workers.celery.settings import Settings, mask
@@ -331,6 +331,10 @@ class Client:
         return status, len(pending)
 
     # ------------------------------------------------------------------------------------ workers
+
+    def consumer(self, timeout: float) -> str | None:
+        """A worker that consumes the stack's queue, or None if none answers in time (`consumers`)."""
+        return consumers.first_consumer(self.app, timeout)
 
     def workers(self, timeout: float) -> list[WorkerInfo]:
         """Every worker that answers within `timeout` s, with its pool and the chunks it is running."""

@@ -19,6 +19,17 @@ between that and one atomic send, each worked around here for as long as it stan
 
 The Redis broker (`workers.celery.brokers.redis`) sends every job through `all_or_nothing`.
 
+3. A remote-control reply can outlive its reader forever. A client that asks the workers (`inspect`,
+   `ping`) reads the replies from its reply queue, a Redis list, and deletes it when done; a worker
+   that looked up the queue's binding just before that delete pushes its reply just after, and the
+   list is created again — by the worker, so without the expiry the client gave it (kombu's Redis
+   transport sets a queue's expiry only in the channel that declared it). Each such reply is a key
+   that never expires (celery/celery#6089, celery/kombu#294, both open). A client that stops at the
+   first answer (`conquer submit`'s question, `workers.celery.consumers`) makes that race routine
+   with two workers or more. `replies_expire` (run in every `celery worker`, `workers.celery.app`)
+   has a worker give each reply queue it pushes to an expiry. It can go when kombu expires reply
+   queues itself.
+
 Usage::
 
     with all_or_nothing(app):
@@ -89,3 +100,33 @@ def _route_through_holding_producer(app: Celery) -> None:
 
     setattr(app, "producer_or_acquire", producer_or_acquire)  # noqa: B010 (mypy: no method assignment)
     setattr(app, "_conquer_holding", True)  # noqa: B010
+
+
+#: How long a reply queue a worker pushed to lives after its last reply: far longer than a client
+#: takes to read a reply it is waiting for (at once), short enough that orphans do not pile up.
+REPLY_EXPIRES_MS = 60_000
+
+
+def replies_expire() -> None:
+    """Make kombu's Redis channels give every remote-control reply queue they push to an expiry
+    (fix 3 of the module's docstring). Idempotent; inert for other transports."""
+    from kombu.transport.redis import Channel
+
+    if getattr(Channel, "_conquer_replies_expire", False):
+        return
+    put = Channel._put
+
+    def _put(self: Any, queue: str, message: Any, **kwargs: Any) -> None:
+        # A reply queue is `{client's oid}.reply.{control exchange}.pidbox` (kombu.pidbox.Mailbox).
+        if ".reply." not in queue or not queue.endswith(".pidbox") or queue in self._expires:
+            return put(self, queue, message, **kwargs)
+        # kombu's own path for a queue with an expiry: LPUSH and PEXPIRE in one pipeline. Set only
+        # for this push, so that a long-running worker keeps no entry per client that ever asked.
+        self._expires[queue] = REPLY_EXPIRES_MS
+        try:
+            return put(self, queue, message, **kwargs)
+        finally:
+            del self._expires[queue]
+
+    setattr(Channel, "_put", _put)  # noqa: B010 (mypy: no method assignment)
+    setattr(Channel, "_conquer_replies_expire", True)  # noqa: B010
