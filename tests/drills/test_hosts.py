@@ -1,0 +1,325 @@
+"""Several hosts, for real (issue 12, part 3): worker hosts as network namespaces on a private bridge
+to the broker (`conquer.hosts`), and the two faults only several hosts have — a link cut silently
+mid-chunk (a partition: the host lives on, unreachable) and a host crashing whole (every process in
+its namespace SIGKILLed) — against Celery on a broker (a parameter: each broker of
+`workers.celery.brokers` that `conquer.hosts.BROKERS_ON_LINK` can serve on the link) and against the
+`managers` executor, which has no redelivery and must fail at once, naming the lost worker.
+
+Celery: the answer is exact, the combine step runs once, and the cut-off worker's late result, which
+lands once its link is back, changes nothing (the store counts it, the answer does not).
+
+Timings are printed (`pytest -s`); bounds are the documented ones with a stated margin, apart from
+the deadlines of the waits, which only keep a broken run from hanging.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conquer import hosts
+from conquer.hosts import Host, Hosts
+from tasks import Job, check
+from tests.conftest import wait_until
+from workers import WorkerLost
+from workers.celery import brokers
+from workers.celery.brokers.redis import RESTORE_INTERVAL_S, key_prefix, redis_client
+from workers.celery.client import Client
+from workers.celery.jobstore import SUCCESS
+from workers.celery.settings import Settings
+from workers.managers import AUTHKEY_ENV, BEAT_S, LOST_AFTER_S, run_remote
+
+WHY_NOT = hosts.unavailable()
+pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+
+#: Each broker the drills run on; one line per broker (RabbitMQ runs once `workers.celery.brokers`
+#: has the amqp scheme and `conquer.hosts.BROKERS_ON_LINK` serves it on the link).
+BROKERS = [
+    "redis",
+    pytest.param(
+        "amqp", marks=pytest.mark.skipif("amqp" not in brokers.BROKERS, reason="no amqp broker in this build")
+    ),
+]
+
+#: 4 chunks of 3 s on 2 hosts (one worker process each): long enough to cut a chunk in the middle
+#: whatever the load, short enough that the survivor is idle when the lost chunk comes back.
+JOB = Job("download", 40, 4, latency=0.3)
+
+#: Redis: a chunk taken by a worker that vanished is back in the queue at most visibility_timeout +
+#: RESTORE_INTERVAL_S after it was taken (kombu's sweep); the margin covers the survivor fetching and
+#: starting it. The cut comes after the take, so the bound counted from the cut is looser still.
+#: Measured, cut -> running again: see docs/hosts.md (load 3-9 on the 2-core VM).
+START_MARGIN_S = 3.0
+
+#: The issue's target for every broker: partition detected and the chunk re-run within 30 s.
+TARGET_S = 30.0
+
+#: managers: a lost worker is declared at most LOST_AFTER_S + BEAT_S + the parent's poll (0.2 s)
+#: after its last beat got through; the margin covers the run unwinding and a loaded machine.
+#: Measured, fault -> WorkerLost: see docs/hosts.md.
+MANAGERS_BOUND_S = LOST_AFTER_S + BEAT_S + 0.2 + 1.5
+
+
+# ---------------------------------------------------------------------------- the Celery set-up
+
+
+@dataclass
+class CeleryHosts:
+    net: Hosts
+    settings: Settings
+    client: Client
+    redis: Any  # a redis-py client of the result backend (the job store), on the gateway
+    names: dict[str, Host]  # node name -> its host
+    logs: Path
+
+    def host_of(self, node: str) -> Host:
+        return self.names[node]
+
+    def worker_logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log")
+        )
+
+
+@contextmanager
+def celery_hosts(tmp_path: Path, scheme: str, count: int = 2) -> Iterator[CeleryHosts]:
+    """`count` hosts, a private broker on their link, one `celery worker` (one pool process) per host;
+    all of it gone afterwards, however the drill ended (and checked gone)."""
+    made: list[str] = []
+    with ExitStack() as stack:
+        stack.callback(lambda: assert_clean(made))  # last: once the hosts are gone
+        net = stack.enter_context(hosts.hosts(count))
+        made.append(net.run_id)
+        url = stack.enter_context(hosts.BROKERS_ON_LINK[scheme](tmp_path, net.gateway))
+        settings = Settings(
+            key_prefix=f"hosts-{net.run_id}", worker_concurrency=1, task_events=False
+        ).with_broker(url)
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        names = {}
+        for host in net.hosts:
+            log = stack.enter_context((logs / f"{host.name}.log").open("wb"))
+            name, _ = hosts.celery_worker(net, host, settings, log)
+            names[name] = host
+        client = Client.connect(settings)
+        stack.callback(client.close)
+        redis = redis_client(settings.result_backend, timeout=5)
+        stack.callback(redis.close)
+        drill = CeleryHosts(net, settings, client, redis, names, logs)
+        wait_for_workers(drill)
+        yield drill
+
+
+def assert_clean(run_ids: list[str]) -> None:
+    for run_id in run_ids:
+        assert hosts.leftovers(run_id) == [], "the hosts were not all removed"
+
+
+def wait_for_workers(drill: CeleryHosts) -> None:
+    waiting = set(drill.names)
+
+    def answered() -> bool:
+        replies = drill.client.app.control.ping(destination=sorted(waiting), timeout=0.5) or []
+        for reply in replies:
+            waiting.difference_update(reply)
+        return not waiting
+
+    wait_until(answered, 90, f"workers {sorted(waiting)} never answered")
+
+
+def running(drill: CeleryHosts, job_id: str) -> tuple[str, int] | None:
+    """(node, chunk index) of a chunk of the job running right now on some node, as `celery inspect
+    active` says (the first found)."""
+    active: dict[str, list[dict[str, Any]]] = (
+        drill.client.app.control.inspect(timeout=1.0, limit=len(drill.names)).active() or {}
+    )
+    for node, tasks in active.items():
+        for task in tasks:
+            task_id = str(task.get("id", ""))
+            if task_id.startswith(f"{job_id}-"):
+                return node, int(task_id.rpartition("-")[2])
+    return None
+
+
+def connections_from(drill: CeleryHosts, host: Host) -> int:
+    """How many connections the broker host's Redis holds from `host` (CLIENT LIST)."""
+    clients = drill.redis.client_list()
+    return sum(1 for client in clients if client["addr"].rpartition(":")[0] == host.address)
+
+
+def records_of(drill: CeleryHosts, job_id: str, index: int) -> list[dict[str, Any]]:
+    return [record for record in drill.client.store.records(job_id) if record["index"] == index]
+
+
+def broker_idle(drill: CeleryHosts) -> bool:
+    prefix = key_prefix(drill.settings)
+    return drill.redis.llen(f"{prefix}conquer") == 0 and drill.redis.hlen(f"{prefix}unacked") == 0
+
+
+def start_mid_chunk(drill: CeleryHosts) -> tuple[str, Host, int]:
+    """Submit JOB and wait until a chunk of it runs on some node: (job id, that node's host, chunk)."""
+    job_id = drill.client.submit(JOB)
+    seen: list[tuple[str, int]] = []
+
+    def a_chunk_runs() -> bool:
+        found = running(drill, job_id)
+        if found:
+            seen.append(found)
+        return found is not None
+
+    wait_until(a_chunk_runs, 60, "no chunk of the job was ever seen running")
+    node, index = seen[-1]
+    return job_id, drill.host_of(node), index
+
+
+def redelivery_bound(settings: Settings) -> float:
+    broker = brokers.for_url(settings.broker_url)
+    if broker.REDELIVERS_AFTER_TIMEOUT:
+        return settings.visibility_timeout + RESTORE_INTERVAL_S + START_MARGIN_S
+    return TARGET_S
+
+
+def settle(drill: CeleryHosts, job_id: str) -> None:
+    """Until the job succeeded and the broker holds nothing that could run again."""
+    wait_until(lambda: drill.client.status(job_id).state == SUCCESS, 120, "the job never succeeded")
+    wait_until(lambda: broker_idle(drill), 60, "the broker still holds messages")
+
+
+# ------------------------------------------------------------------------------- Celery drills
+
+
+@pytest.mark.parametrize("scheme", BROKERS)
+def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_counts_once(
+    tmp_path: Path, scheme: str
+) -> None:
+    with celery_hosts(tmp_path, scheme) as drill:
+        job_id, cut_host, index = start_mid_chunk(drill)
+        before = connections_from(drill, cut_host)
+        drill.net.cut(cut_host)
+        cut_at = time.time()
+        # Silent: the broker host is told nothing — its connections from the cut host stay open.
+        wait_until(
+            lambda: drill.client.status(job_id).attempts > JOB.chunks, 120, "the cut chunk never came back"
+        )
+        still = connections_from(drill, cut_host)
+        settle(drill, job_id)
+        rerun = [r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) != cut_host]
+        assert rerun, f"chunk {index} was never re-run on another host\n{drill.worker_logs()}"
+        back_s = rerun[0]["started"] - cut_at
+        answered_s = (drill.client.status(job_id).finished or 0) - cut_at
+        drill.net.heal(cut_host)
+        healed_at = time.time()
+        # The cut-off worker's own run of the chunk ends, and its result lands once its link is back.
+        wait_until(
+            lambda: any(drill.host_of(r["host"]) == cut_host for r in records_of(drill, job_id, index)),
+            120,
+            f"the cut-off worker's late result never arrived\n{drill.worker_logs()}",
+        )
+        late = next(r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) == cut_host)
+        wait_until(lambda: broker_idle(drill), 60, "the broker still holds messages")
+        final = drill.client.status(job_id)
+    print(
+        f"\n[partition, {scheme}] {cut_host.name} cut mid-chunk {index}: chunk running again on the other "
+        f"host {back_s:.1f} s after the cut, answer {answered_s:.1f} s after; the late result landed "
+        f"{time.time() - healed_at:.1f} s after the heal ({late['ended'] - cut_at:.1f} s after the cut); "
+        f"redis connections from the cut host: {before} before, {still} while cut; "
+        f"attempts {final.attempts}, combines {final.combines}"
+    )
+    assert before > 0, "the cut host had no connection to the broker"
+    assert still > 0, "the broker saw the cut host's connections close: the cut was not silent"
+    assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
+    assert final.attempts == JOB.chunks + 1  # the cut chunk ran twice, nothing else did
+    assert back_s <= redelivery_bound(drill.settings)
+
+
+@pytest.mark.parametrize("scheme", BROKERS)
+def test_a_worker_host_crashing_mid_chunk_loses_nothing(tmp_path: Path, scheme: str) -> None:
+    with celery_hosts(tmp_path, scheme) as drill:
+        job_id, crashed_host, index = start_mid_chunk(drill)
+        killed = drill.net.crash(crashed_host)
+        crashed_at = time.time()
+        settle(drill, job_id)
+        rerun = [r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) != crashed_host]
+        final = drill.client.status(job_id)
+    assert rerun, f"chunk {index} was never re-run on another host"
+    back_s = rerun[0]["started"] - crashed_at
+    print(
+        f"\n[host crash, {scheme}] {crashed_host.name} ({len(killed)} processes SIGKILLed) mid-chunk "
+        f"{index}: chunk running again {back_s:.1f} s after, "
+        f"answer {(final.finished or 0) - crashed_at:.1f} s after; "
+        f"attempts {final.attempts}, combines {final.combines}"
+    )
+    assert len(killed) >= 2  # the worker and its pool process, at least
+    assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
+    assert final.attempts == JOB.chunks + 1
+    assert back_s <= redelivery_bound(drill.settings)
+
+
+# ----------------------------------------------------------------------------- managers drills
+
+#: For managers: 6 chunks of 2 s on 2 hosts — every worker is mid-chunk most of the time.
+MANAGERS_JOB = Job("download", 60, 6, latency=0.2)
+
+
+@pytest.mark.parametrize("fault", ["partition", "crash"])
+def test_managers_across_hosts_fails_at_once_naming_the_lost_worker(fault: str) -> None:
+    """No redelivery: a worker host cut off or crashed mid-chunk ends the run with WorkerLost naming
+    that worker, within the heartbeat's loss time — never a hang, never a wrong answer."""
+    with hosts.hosts(2) as net:
+        run_id = net.run_id
+        lost = net.hosts[0]
+        faulted: list[float] = []
+
+        def launch(address: tuple[str, int], authkey: bytes) -> None:
+            for host in net.hosts:
+                command = [sys.executable, "-m", "workers.managers", "worker", f"{address[0]}:{address[1]}"]
+                net.spawn(host, [*command, "--name", host.name], {AUTHKEY_ENV: authkey.hex()})
+
+        def fault_once(result: Any) -> None:
+            if faulted:
+                return
+            (net.cut if fault == "partition" else net.crash)(lost)
+            faulted.append(time.monotonic())
+
+        with pytest.raises(WorkerLost) as raised:
+            run_remote(MANAGERS_JOB, host=net.gateway, workers=2, launch=launch, progress=fault_once)
+        failed_s = time.monotonic() - faulted[0]
+    assert hosts.leftovers(run_id) == []
+    message = str(raised.value)
+    print(f"\n[managers, {fault}] {lost.name}: WorkerLost {failed_s:.2f} s after the fault: {message}")
+    assert "\n" not in message
+    assert f"worker {lost.name} lost" in message
+    assert failed_s <= MANAGERS_BOUND_S
+
+
+# ----------------------------------------------------------------------------- clean-up itself
+
+
+def test_hosts_are_removed_even_when_the_drill_fails() -> None:
+    """A drill that raises mid-way, with a host cut and processes running on both: afterwards no
+    namespace, link, nftables table or process of the run is left."""
+    made: list[tuple[str, list[str]]] = []
+    sleepers: list[subprocess.Popen[bytes]] = []
+
+    def failing_drill() -> None:
+        with hosts.hosts(2) as net:
+            sleepers.extend(net.spawn(host, ["sleep", "600"], {}) for host in net.hosts)
+            net.cut(net.hosts[0])
+            made.append((net.run_id, hosts.leftovers(net.run_id)))
+            raise RuntimeError("the drill failed")
+
+    with pytest.raises(RuntimeError, match="the drill failed"):
+        failing_drill()
+    run_id, during = made[0]
+    assert len(during) == 2 + 3 + 1  # 2 namespaces; the bridge and 2 veths (their other ends are
+    # inside the namespaces); the cut's nftables table
+    assert hosts.leftovers(run_id) == []
+    assert all(sleeper.poll() is not None for sleeper in sleepers)
