@@ -43,9 +43,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from workers.celery.client import Client
     from workers.celery.settings import Settings
 
 #: How long the processes of a crashed or removed host get to disappear after SIGKILL.
@@ -325,3 +326,83 @@ def celery_worker(
         "INFO",
     ]
     return name, net.spawn(host, [*command, *WORKER_FLAGS], settings.to_env(), log)
+
+
+#: How long the workers on the hosts get to answer a first ping (a cold `celery worker` start).
+WORKERS_START_S = 90.0
+
+
+@dataclass
+class CeleryHosts:
+    """Celery on several hosts: one worker node (one pool process) per host, a private broker on the
+    broker host, and a client for it in this process."""
+
+    net: Hosts
+    settings: Settings
+    client: Client
+    #: Node name -> the host it runs on.
+    nodes: dict[str, Host]
+    logs: Path
+
+    def host_of(self, node: str) -> Host:
+        return self.nodes[node]
+
+    def running(self, job_id: str) -> tuple[Host, int] | None:
+        """(host, chunk index) of a chunk of the job running now, as `celery inspect active` says."""
+        inspect = self.client.app.control.inspect(timeout=1.0, limit=len(self.nodes))
+        for node, tasks in (inspect.active() or {}).items():
+            for task in tasks:
+                head, _, index = str(task.get("id", "")).rpartition("-")
+                if head == job_id and node in self.nodes:
+                    return self.nodes[node], int(index)
+        return None
+
+    def records(self, job_id: str, index: int) -> list[dict[str, Any]]:
+        """The job store's records of chunk `index`'s runs that finished, in the order they landed."""
+        return [record for record in self.client.store.records(job_id) if record["index"] == index]
+
+    def logs_tail(self, characters: int = 3000) -> str:
+        return "\n".join(
+            f"--- {log.name}\n{log.read_text(errors='replace')[-characters:]}"
+            for log in sorted(self.logs.glob("*.log"))
+        )
+
+
+@contextmanager
+def celery_hosts(directory: Path, scheme: str = "redis", count: int = 2) -> Iterator[CeleryHosts]:
+    """`count` hosts, a private broker of `scheme` on their link, a `celery worker` on each, all
+    answering; everything stopped and removed on the way out."""
+    from workers.celery.client import Client
+    from workers.celery.settings import Settings
+
+    with ExitStack() as stack:
+        net = stack.enter_context(hosts(count))
+        url = stack.enter_context(BROKERS_ON_LINK[scheme](directory, net.gateway))
+        settings = Settings(
+            key_prefix=f"hosts-{net.run_id}", worker_concurrency=1, task_events=False
+        ).with_broker(url)
+        logs = directory / "logs"
+        logs.mkdir(exist_ok=True)
+        nodes = {}
+        for host in net.hosts:
+            log = stack.enter_context((logs / f"{host.name}.log").open("wb"))
+            name, _ = celery_worker(net, host, settings, log)
+            nodes[name] = host
+        client = Client.connect(settings)
+        stack.callback(client.close)
+        drill = CeleryHosts(net, settings, client, nodes, logs)
+        _wait_for_nodes(drill)
+        yield drill
+
+
+def _wait_for_nodes(drill: CeleryHosts) -> None:
+    waiting = set(drill.nodes)
+    deadline = time.monotonic() + WORKERS_START_S
+    while waiting:
+        replies = drill.client.app.control.ping(destination=sorted(waiting), timeout=0.5) or []
+        for reply in replies:
+            waiting.difference_update(reply)
+        if waiting and time.monotonic() > deadline:
+            raise RuntimeError(
+                f"worker(s) {', '.join(sorted(waiting))} did not answer in {WORKERS_START_S:g} s"
+            )

@@ -18,21 +18,19 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conquer import hosts
-from conquer.hosts import Host, Hosts
+from conquer.hosts import CeleryHosts, Host
 from tasks import Job, check
 from tests.conftest import wait_until
 from workers import WorkerLost
 from workers.celery import brokers
 from workers.celery.brokers.redis import RESTORE_INTERVAL_S, key_prefix, redis_client
-from workers.celery.client import Client
 from workers.celery.jobstore import SUCCESS
 from workers.celery.settings import Settings
 from workers.managers import AUTHKEY_ENV, BEAT_S, LOST_AFTER_S, run_remote
@@ -71,113 +69,47 @@ MANAGERS_BOUND_S = LOST_AFTER_S + BEAT_S + 0.2 + 1.5
 # ---------------------------------------------------------------------------- the Celery set-up
 
 
-@dataclass
-class CeleryHosts:
-    net: Hosts
-    settings: Settings
-    client: Client
-    redis: Any  # a redis-py client of the result backend (the job store), on the gateway
-    names: dict[str, Host]  # node name -> its host
-    logs: Path
-
-    def host_of(self, node: str) -> Host:
-        return self.names[node]
-
-    def worker_logs(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in self.logs.glob("*.log")
-        )
-
-
 @contextmanager
-def celery_hosts(tmp_path: Path, scheme: str, count: int = 2) -> Iterator[CeleryHosts]:
-    """`count` hosts, a private broker on their link, one `celery worker` (one pool process) per host;
-    all of it gone afterwards, however the drill ended (and checked gone)."""
+def celery_hosts(tmp_path: Path, scheme: str) -> Iterator[CeleryHosts]:
+    """Two hosts with a worker each on a private broker (`conquer.hosts.celery_hosts`), and a redis-py
+    client of the result backend; afterwards, nothing of them may be left."""
     made: list[str] = []
-    with ExitStack() as stack:
-        stack.callback(lambda: assert_clean(made))  # last: once the hosts are gone
-        net = stack.enter_context(hosts.hosts(count))
-        made.append(net.run_id)
-        url = stack.enter_context(hosts.BROKERS_ON_LINK[scheme](tmp_path, net.gateway))
-        settings = Settings(
-            key_prefix=f"hosts-{net.run_id}", worker_concurrency=1, task_events=False
-        ).with_broker(url)
-        logs = tmp_path / "logs"
-        logs.mkdir()
-        names = {}
-        for host in net.hosts:
-            log = stack.enter_context((logs / f"{host.name}.log").open("wb"))
-            name, _ = hosts.celery_worker(net, host, settings, log)
-            names[name] = host
-        client = Client.connect(settings)
-        stack.callback(client.close)
-        redis = redis_client(settings.result_backend, timeout=5)
-        stack.callback(redis.close)
-        drill = CeleryHosts(net, settings, client, redis, names, logs)
-        wait_for_workers(drill)
-        yield drill
-
-
-def assert_clean(run_ids: list[str]) -> None:
-    for run_id in run_ids:
-        assert hosts.leftovers(run_id) == [], "the hosts were not all removed"
-
-
-def wait_for_workers(drill: CeleryHosts) -> None:
-    waiting = set(drill.names)
-
-    def answered() -> bool:
-        replies = drill.client.app.control.ping(destination=sorted(waiting), timeout=0.5) or []
-        for reply in replies:
-            waiting.difference_update(reply)
-        return not waiting
-
-    wait_until(answered, 90, f"workers {sorted(waiting)} never answered")
-
-
-def running(drill: CeleryHosts, job_id: str) -> tuple[str, int] | None:
-    """(node, chunk index) of a chunk of the job running right now on some node, as `celery inspect
-    active` says (the first found)."""
-    active: dict[str, list[dict[str, Any]]] = (
-        drill.client.app.control.inspect(timeout=1.0, limit=len(drill.names)).active() or {}
-    )
-    for node, tasks in active.items():
-        for task in tasks:
-            task_id = str(task.get("id", ""))
-            if task_id.startswith(f"{job_id}-"):
-                return node, int(task_id.rpartition("-")[2])
-    return None
+    try:
+        with hosts.celery_hosts(tmp_path, scheme) as drill:
+            made.append(drill.net.run_id)
+            yield drill
+    finally:
+        for run_id in made:
+            assert hosts.leftovers(run_id) == [], "the hosts were not all removed"
 
 
 def connections_from(drill: CeleryHosts, host: Host) -> int:
-    """How many connections the broker host's Redis holds from `host` (CLIENT LIST)."""
-    clients = drill.redis.client_list()
-    return sum(1 for client in clients if client["addr"].rpartition(":")[0] == host.address)
-
-
-def records_of(drill: CeleryHosts, job_id: str, index: int) -> list[dict[str, Any]]:
-    return [record for record in drill.client.store.records(job_id) if record["index"] == index]
+    """How many connections the broker host's Redis (the result backend) holds from `host`."""
+    with redis_client(drill.settings.result_backend, timeout=5) as redis:
+        return sum(1 for client in redis.client_list() if client["addr"].rpartition(":")[0] == host.address)
 
 
 def broker_idle(drill: CeleryHosts) -> bool:
+    """Nothing queued, nothing taken and unacknowledged: no chunk can run again (Redis's keys)."""
     prefix = key_prefix(drill.settings)
-    return drill.redis.llen(f"{prefix}conquer") == 0 and drill.redis.hlen(f"{prefix}unacked") == 0
+    with redis_client(drill.settings.result_backend, timeout=5) as redis:
+        return bool(redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0)
 
 
 def start_mid_chunk(drill: CeleryHosts) -> tuple[str, Host, int]:
-    """Submit JOB and wait until a chunk of it runs on some node: (job id, that node's host, chunk)."""
+    """Submit JOB and wait until a chunk of it runs on some host: (job id, that host, the chunk)."""
     job_id = drill.client.submit(JOB)
-    seen: list[tuple[str, int]] = []
+    seen: list[tuple[Host, int]] = []
 
     def a_chunk_runs() -> bool:
-        found = running(drill, job_id)
+        found = drill.running(job_id)
         if found:
             seen.append(found)
         return found is not None
 
     wait_until(a_chunk_runs, 60, "no chunk of the job was ever seen running")
-    node, index = seen[-1]
-    return job_id, drill.host_of(node), index
+    host, index = seen[-1]
+    return job_id, host, index
 
 
 def redelivery_bound(settings: Settings) -> float:
@@ -211,19 +143,19 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
         )
         still = connections_from(drill, cut_host)
         settle(drill, job_id)
-        rerun = [r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) != cut_host]
-        assert rerun, f"chunk {index} was never re-run on another host\n{drill.worker_logs()}"
+        rerun = [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != cut_host]
+        assert rerun, f"chunk {index} was never re-run on another host\n{drill.logs_tail()}"
         back_s = rerun[0]["started"] - cut_at
         answered_s = (drill.client.status(job_id).finished or 0) - cut_at
         drill.net.heal(cut_host)
         healed_at = time.time()
         # The cut-off worker's own run of the chunk ends, and its result lands once its link is back.
         wait_until(
-            lambda: any(drill.host_of(r["host"]) == cut_host for r in records_of(drill, job_id, index)),
+            lambda: any(drill.host_of(r["host"]) == cut_host for r in drill.records(job_id, index)),
             120,
-            f"the cut-off worker's late result never arrived\n{drill.worker_logs()}",
+            f"the cut-off worker's late result never arrived\n{drill.logs_tail()}",
         )
-        late = next(r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) == cut_host)
+        late = next(r for r in drill.records(job_id, index) if drill.host_of(r["host"]) == cut_host)
         wait_until(lambda: broker_idle(drill), 60, "the broker still holds messages")
         final = drill.client.status(job_id)
     print(
@@ -247,7 +179,7 @@ def test_a_worker_host_crashing_mid_chunk_loses_nothing(tmp_path: Path, scheme: 
         killed = drill.net.crash(crashed_host)
         crashed_at = time.time()
         settle(drill, job_id)
-        rerun = [r for r in records_of(drill, job_id, index) if drill.host_of(r["host"]) != crashed_host]
+        rerun = [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != crashed_host]
         final = drill.client.status(job_id)
     assert rerun, f"chunk {index} was never re-run on another host"
     back_s = rerun[0]["started"] - crashed_at
