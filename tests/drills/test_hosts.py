@@ -70,12 +70,12 @@ MANAGERS_BOUND_S = LOST_AFTER_S + BEAT_S + 0.2 + 1.5
 
 
 @contextmanager
-def celery_hosts(tmp_path: Path, scheme: str) -> Iterator[CeleryHosts]:
+def celery_hosts(tmp_path: Path, scheme: str, count: int = 2) -> Iterator[CeleryHosts]:
     """Two hosts with a worker each on a private broker (`conquer.hosts.celery_hosts`), and a redis-py
     client of the result backend; afterwards, nothing of them may be left."""
     made: list[str] = []
     try:
-        with hosts.celery_hosts(tmp_path, scheme) as drill:
+        with hosts.celery_hosts(tmp_path, scheme, count) as drill:
             made.append(drill.net.run_id)
             yield drill
     finally:
@@ -94,6 +94,12 @@ def broker_idle(drill: CeleryHosts) -> bool:
     prefix = key_prefix(drill.settings)
     with redis_client(drill.settings.result_backend, timeout=5) as redis:
         return bool(redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0)
+
+
+def restore_mutex_ttl(drill: CeleryHosts) -> int:
+    """The TTL of kombu's unacked-restore mutex, in seconds (-2: not held)."""
+    with redis_client(drill.settings.result_backend, timeout=5) as redis:
+        return int(redis.ttl(f"{key_prefix(drill.settings)}unacked_mutex"))
 
 
 def start_mid_chunk(drill: CeleryHosts) -> tuple[str, Host, int]:
@@ -158,12 +164,13 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
         late = next(r for r in drill.records(job_id, index) if drill.host_of(r["host"]) == cut_host)
         wait_until(lambda: broker_idle(drill), 60, "the broker still holds messages")
         final = drill.client.status(job_id)
+        mutex_ttl = restore_mutex_ttl(drill)
     print(
         f"\n[partition, {scheme}] {cut_host.name} cut mid-chunk {index}: chunk running again on the other "
         f"host {back_s:.1f} s after the cut, answer {answered_s:.1f} s after; the late result landed "
         f"{time.time() - healed_at:.1f} s after the heal ({late['ended'] - cut_at:.1f} s after the cut); "
         f"redis connections from the cut host: {before} before, {still} while cut; "
-        f"attempts {final.attempts}, combines {final.combines}"
+        f"attempts {final.attempts}, combines {final.combines}; restore mutex TTL {mutex_ttl} s"
     )
     assert before > 0, "the cut host had no connection to the broker"
     assert still > 0, "the broker saw the cut host's connections close: the cut was not silent"
@@ -193,6 +200,59 @@ def test_a_worker_host_crashing_mid_chunk_loses_nothing(tmp_path: Path, scheme: 
     assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
     assert final.attempts == JOB.chunks + 1
     assert back_s <= redelivery_bound(drill.settings)
+
+
+#: What a worker does every RESTORE_INTERVAL_S (kombu's unacked-restore sweep), stopped half-way: it
+#: takes the Redis mutex that lets one worker at a time restore, with the expiry the stack's transport
+#: options give it, and holds it, as a worker whose link is cut mid-sweep does.
+HOLD_RESTORE_MUTEX = """
+import sys, time
+from kombu.transport.redis import Mutex
+from workers.celery.app import make_app
+from workers.celery.settings import Settings
+with make_app(Settings.from_env()).connection() as connection:
+    channel = connection.default_channel
+    with channel.conn_or_acquire() as client:
+        with Mutex(client, channel.unacked_mutex_key, channel.unacked_mutex_expire):
+            print("held for", channel.unacked_mutex_expire, "s", flush=True)
+            time.sleep(600)
+"""
+
+
+def test_a_host_cut_off_holding_the_restore_mutex_delays_no_redelivery_past_its_bound(tmp_path: Path) -> None:
+    """Redis only: a worker host cut off in the middle of its restore sweep keeps kombu's restore mutex
+    until the mutex expires, and no worker can give a lost chunk back meanwhile. The mutex's expiry
+    (`unacked_mutex_expire`) must therefore be short: here a third host takes it and is cut off, then
+    a worker host crashes mid-chunk, and its chunk must still come back within the usual bound."""
+    with celery_hosts(tmp_path, "redis", count=3) as drill:
+        holder_host = drill.net.hosts[2]
+        drill.net.crash(holder_host)  # its worker: the host only holds the mutex
+        workers = {node: host for node, host in drill.nodes.items() if host != holder_host}
+        drill.nodes = workers
+        job_id, crashed_host, index = start_mid_chunk(drill)
+        log = tmp_path / "holder.log"
+        with log.open("wb") as output:
+            drill.net.spawn(
+                holder_host, [sys.executable, "-c", HOLD_RESTORE_MUTEX], drill.settings.to_env(), output
+            )
+        wait_until(lambda: "held for" in log.read_text(), 60, f"the mutex was never taken: {log.read_text()}")
+        drill.net.cut(holder_host)
+        drill.net.crash(crashed_host)
+        crashed_at = time.time()
+        deadline = redelivery_bound(drill.settings) + 60
+        wait_until(
+            lambda: (
+                any(drill.host_of(r["host"]) != crashed_host for r in drill.records(job_id, index))
+                or time.time() - crashed_at > deadline
+            ),
+            deadline + 10,
+            "never",
+        )
+        rerun = [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != crashed_host]
+        held = log.read_text().strip()
+    back_s = rerun[0]["started"] - crashed_at if rerun else float("inf")
+    print(f"\n[restore mutex] {held}; crashed {crashed_host.name}'s chunk {index} back after {back_s:.1f} s")
+    assert back_s <= redelivery_bound(drill.settings), f"chunk {index} not back in time ({held})"
 
 
 # ----------------------------------------------------------------------------- managers drills
