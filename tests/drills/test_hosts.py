@@ -177,9 +177,9 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
     assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
     assert final.attempts == JOB.chunks + 1  # the cut chunk ran twice, nothing else did
     assert back_s <= redelivery_bound(drill.settings)
-    # A cut-off worker's restore sweep, sent into the dead link, can reach Redis when the link comes
-    # back and take kombu's restore mutex with nobody left to release it (seen: TTL 8 s of 10 after a
-    # heal); held longer than a visibility timeout, it would hold back the next redelivery.
+    # After a heal, kombu's restore mutex was once found held (TTL 8 s of 10, read ~2 s after the
+    # heal: most likely a sweep the cut-off worker had sent into the dead link, delivered late, with
+    # no release to follow). Held longer than a visibility timeout, it holds back the next redelivery.
     assert mutex_ttl < drill.settings.visibility_timeout, f"restore mutex held for {mutex_ttl} s more"
 
 
