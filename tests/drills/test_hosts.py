@@ -38,13 +38,22 @@ from workers.managers import AUTHKEY_ENV, BEAT_S, LOST_AFTER_S, run_remote
 WHY_NOT = hosts.unavailable()
 pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
 
-#: Each broker the drills run on; one line per broker (RabbitMQ runs once `workers.celery.brokers`
-#: has the amqp scheme and `conquer.hosts.BROKERS_ON_LINK` serves it on the link).
+
+def why_not_on(scheme: str) -> str | None:
+    """Why the drills cannot run on the broker of `scheme` here, or None."""
+    if scheme not in brokers.BROKERS:
+        return f"no {scheme} broker in workers.celery.brokers"
+    if scheme not in hosts.BROKERS_ON_LINK:
+        return f"no {scheme} server on the hosts' link (conquer.hosts.BROKERS_ON_LINK)"
+    return None
+
+
+#: Each broker the drills run on, one line each.
 BROKERS = [
-    "redis",
     pytest.param(
-        "amqp", marks=pytest.mark.skipif("amqp" not in brokers.BROKERS, reason="no amqp broker in this build")
-    ),
+        scheme, marks=pytest.mark.skipif(why_not_on(scheme) is not None, reason=why_not_on(scheme) or "")
+    )
+    for scheme in ("redis", "amqp")
 ]
 
 #: 4 chunks of 3 s on 2 hosts (one worker process each): long enough to cut a chunk in the middle
