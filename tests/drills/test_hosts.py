@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from conquer import hosts
@@ -308,15 +309,20 @@ def test_managers_across_hosts_fails_at_once_naming_the_lost_worker(fault: str) 
 # ----------------------------------------------------------------------------- clean-up itself
 
 
-def test_hosts_are_removed_even_when_the_drill_fails() -> None:
-    """A drill that raises mid-way, with a host cut and processes running on both: afterwards no
+def test_hosts_are_removed_even_when_the_drill_fails(tmp_path: Path) -> None:
+    """A drill that raises mid-way, with a host cut and processes running on both — one of them a
+    straggler that its parent left behind (started in the background, its parent gone): afterwards no
     namespace, link, nftables table or process of the run is left."""
     made: list[tuple[str, list[str]]] = []
     sleepers: list[subprocess.Popen[bytes]] = []
+    straggler = tmp_path / "straggler.pid"
 
     def failing_drill() -> None:
         with hosts.hosts(2) as net:
             sleepers.extend(net.spawn(host, ["sleep", "600"], {}) for host in net.hosts)
+            orphaning = ["sh", "-c", f"setsid sleep 600 </dev/null >/dev/null 2>&1 & echo $! > {straggler}"]
+            net.spawn(net.hosts[1], orphaning, {}).wait(10)
+            wait_until(lambda: straggler.exists() and straggler.read_text().strip(), 10, "no straggler")
             net.cut(net.hosts[0])
             made.append((net.run_id, hosts.leftovers(net.run_id)))
             raise RuntimeError("the drill failed")
@@ -328,3 +334,11 @@ def test_hosts_are_removed_even_when_the_drill_fails() -> None:
     # inside the namespaces); the cut's nftables table
     assert hosts.leftovers(run_id) == []
     assert all(sleeper.poll() is not None for sleeper in sleepers)
+    assert gone(int(straggler.read_text()))
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
