@@ -28,6 +28,7 @@ def run_ids(output: str) -> set[str]:
 
 
 @needs_hosts
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
 def test_the_demo_shows_a_partition_survived_by_celery_and_fatal_to_managers() -> None:
     result = conquer("demo", "hosts", timeout=DEMO_TIMEOUT_S)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr
@@ -45,6 +46,7 @@ def test_the_demo_shows_a_partition_survived_by_celery_and_fatal_to_managers() -
 
 
 @needs_hosts
+@pytest.mark.timeout(DEMO_TIMEOUT_S + 30)
 def test_the_demo_crashes_a_host_under_managers() -> None:
     result = conquer("demo", "hosts", "--fault", "crash", "--on", "managers", timeout=DEMO_TIMEOUT_S)
     assert result.returncode == ExitCode.OK, result.stdout + result.stderr

@@ -37,7 +37,9 @@ from workers.celery.settings import Settings
 from workers.managers import AUTHKEY_ENV, BEAT_S, LOST_AFTER_S, run_remote
 
 WHY_NOT = hosts.unavailable()
-pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
+#: A Celery drill takes about 30 s (the visibility timeout, start-ups); its own waits end it sooner than
+#: this on a failure (the project's default, 120 s, is too close on a loaded machine).
+pytestmark = [pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or ""), pytest.mark.timeout(300)]
 
 
 def why_not_on(scheme: str) -> str | None:
@@ -249,22 +251,19 @@ def test_a_host_cut_off_holding_the_restore_mutex_delays_no_redelivery_past_its_
             drill.net.spawn(
                 holder_host, [sys.executable, "-c", HOLD_RESTORE_MUTEX], drill.settings.to_env(), output
             )
-        wait_until(lambda: "held for" in log.read_text(), 60, f"the mutex was never taken: {log.read_text()}")
+        wait_until(lambda: "held for" in log.read_text(), 60, "the third host never took the mutex")
+        held = log.read_text().strip()
         drill.net.cut(holder_host)
         drill.net.crash(crashed_host)
         crashed_at = time.time()
-        deadline = redelivery_bound(drill.settings) + 60
-        wait_until(
-            lambda: (
-                any(drill.host_of(r["host"]) != crashed_host for r in drill.records(job_id, index))
-                or time.time() - crashed_at > deadline
-            ),
-            deadline + 10,
-            "never",
-        )
-        rerun = [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != crashed_host]
-        held = log.read_text().strip()
-    back_s = rerun[0]["started"] - crashed_at if rerun else float("inf")
+
+        def reruns() -> list[dict[str, Any]]:
+            return [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != crashed_host]
+
+        deadline = redelivery_bound(drill.settings) + 30  # past the bound: how late, if it fails
+        wait_until(reruns, deadline, f"chunk {index} not back {deadline:g} s after the crash ({held})")
+        rerun = reruns()
+    back_s = rerun[0]["started"] - crashed_at
     print(f"\n[restore mutex] {held}; crashed {crashed_host.name}'s chunk {index} back after {back_s:.1f} s")
     assert back_s <= redelivery_bound(drill.settings), f"chunk {index} not back in time ({held})"
 
