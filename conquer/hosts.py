@@ -30,6 +30,7 @@ Usage::
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import secrets
@@ -301,7 +302,8 @@ def redis_on_link(directory: Path, address: str) -> Iterator[str]:
 
 
 #: A private broker the hosts reach, by URL scheme: (directory, gateway address) -> its URL, for as
-#: long as the block runs. (A broker added to `workers.celery.brokers` adds its line here.)
+#: long as the block runs. (A broker added to `workers.celery.brokers` adds its line here; the result
+#: backend is a Redis on the link whatever the broker.)
 BrokerOnLink = Callable[[Path, str], AbstractContextManager[str]]
 BROKERS_ON_LINK: dict[str, BrokerOnLink] = {"redis": redis_on_link}
 
@@ -370,17 +372,22 @@ class CeleryHosts:
 
 @contextmanager
 def celery_hosts(directory: Path, scheme: str = "redis", count: int = 2) -> Iterator[CeleryHosts]:
-    """`count` hosts, a private broker of `scheme` on their link, a `celery worker` on each, all
-    answering; everything stopped and removed on the way out."""
+    """`count` hosts, a private broker of `scheme` on their link (and a Redis there for the results,
+    which are Redis's whatever the broker), a `celery worker` on each, all answering; everything
+    stopped and removed on the way out."""
     from workers.celery.client import Client
     from workers.celery.settings import Settings
 
     with ExitStack() as stack:
         net = stack.enter_context(hosts(count))
-        url = stack.enter_context(BROKERS_ON_LINK[scheme](directory, net.gateway))
+        results = stack.enter_context(redis_on_link(directory, net.gateway))
         settings = Settings(
             key_prefix=f"hosts-{net.run_id}", worker_concurrency=1, task_events=False
-        ).with_broker(url)
+        ).with_broker(results)
+        if scheme != "redis":
+            (directory / scheme).mkdir(exist_ok=True)
+            url = stack.enter_context(BROKERS_ON_LINK[scheme](directory / scheme, net.gateway))
+            settings = dataclasses.replace(settings, broker_url=url)
         logs = directory / "logs"
         logs.mkdir(exist_ok=True)
         nodes = {}

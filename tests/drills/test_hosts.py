@@ -102,7 +102,8 @@ def connections_from(drill: CeleryHosts, host: Host) -> int:
 
 
 def broker_idle(drill: CeleryHosts) -> bool:
-    """Nothing queued, nothing taken and unacknowledged: no chunk can run again (Redis's keys)."""
+    """Nothing queued, nothing taken and unacknowledged: no chunk can run again. (Redis's keys: on
+    another broker its queue is elsewhere, and this says only that Redis holds none of it.)"""
     prefix = key_prefix(drill.settings)
     with redis_client(drill.settings.result_backend, timeout=5) as redis:
         return bool(redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0)
