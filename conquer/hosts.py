@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
@@ -413,3 +414,53 @@ def _wait_for_nodes(drill: CeleryHosts) -> None:
             raise RuntimeError(
                 f"worker(s) {', '.join(sorted(waiting))} did not answer in {WORKERS_START_S:g} s"
             )
+
+
+@contextmanager
+def relay(address: str, target: tuple[str, int]) -> Iterator[int]:
+    """Forward every TCP connection made to `address` (on a free port, yielded) to `target`, byte for
+    byte, for as long as the block runs: how the hosts reach a server that listens on loopback only
+    (a private RabbitMQ node). An end (FIN) on one side is passed on to the other, and silence stays
+    silence: a cut host's connection stays open upstream, as it would at the server itself, until the
+    server's own heartbeat or timeout ends it."""
+    listener = socket.create_server((address, 0))
+    connections: list[socket.socket] = []
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(1 << 16):
+                sink.sendall(data)
+            sink.shutdown(socket.SHUT_WR)  # the end, passed on
+        except OSError:  # reset, or closed on the way out: end the other side too
+            with suppress(OSError):
+                sink.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while True:
+            try:
+                down, _ = listener.accept()
+            except OSError:
+                return  # the listener was shut down
+            try:
+                up = socket.create_connection(target, timeout=5)
+            except OSError:
+                down.close()
+                continue
+            up.settimeout(None)
+            connections.extend((down, up))
+            for source, sink in ((down, up), (up, down)):
+                threading.Thread(target=pump, args=(source, sink), name="relay", daemon=True).start()
+
+    acceptor = threading.Thread(target=accept, name="relay-accept", daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept
+        listener.close()
+        acceptor.join(KILL_DEADLINE_S)
+        for connection in connections:
+            with suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()

@@ -306,6 +306,52 @@ def test_managers_across_hosts_fails_at_once_naming_the_lost_worker(fault: str) 
     assert failed_s <= MANAGERS_BOUND_S
 
 
+# ------------------------------------------------------------------------------------ the relay
+
+#: A client on a host: connects through the relay, names its connection, then blocks holding it open.
+HOLD_A_CONNECTION = """
+import sys, redis
+client = redis.Redis(host=sys.argv[1], port=int(sys.argv[2]))
+client.client_setname(sys.argv[3])
+print("connected", flush=True)
+client.blpop(["nothing-ever"], 0)
+"""
+
+
+def test_a_relay_passes_a_host_s_end_on_and_keeps_a_cut_silent(tmp_path: Path) -> None:
+    """How a server listening on loopback only (a private RabbitMQ node) is reached from the hosts:
+    `conquer.hosts.relay`. Two hosts connect through it to a Redis on 127.0.0.1; host1 is cut, then
+    both crash. host2's end reaches the server (its connection closes there); host1's, dropped on the
+    cut link, does not — the relay turns neither into the other."""
+    from tests.redis_server import redis_server
+
+    with (
+        redis_server(tmp_path) as server,
+        hosts.hosts(2) as net,
+        hosts.relay(net.gateway, ("127.0.0.1", server.port)) as port,
+    ):
+        logs = []
+        for host in net.hosts:
+            log = tmp_path / f"{host.name}.log"
+            logs.append(log)
+            with log.open("wb") as output:
+                command = [sys.executable, "-c", HOLD_A_CONNECTION, net.gateway, str(port), host.name]
+                net.spawn(host, command, {}, output)
+        wait_until(lambda: all("connected" in log.read_text() for log in logs), 60, "not connected")
+        with server.client() as redis:
+
+            def named() -> set[str]:
+                return {client["name"] for client in redis.client_list() if client["name"]}
+
+            assert named() >= {"host1", "host2"}
+            net.cut(net.hosts[0])
+            for host in net.hosts:
+                net.crash(host)
+            wait_until(lambda: "host2" not in named(), 10, "host2's end never reached the server")
+            assert "host1" in named(), "host1's end crossed a cut link"
+    assert hosts.leftovers(net.run_id) == []
+
+
 # ----------------------------------------------------------------------------- clean-up itself
 
 
