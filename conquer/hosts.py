@@ -19,6 +19,10 @@ are closed the way a killed process's are.
 
 Needs root, `ip` (iproute2) and `nft` (nftables); `unavailable()` says in one line what is missing.
 
+Also here, for the drills and `conquer demo hosts`: a private Redis on the link (`redis_on_link`), a
+Celery worker per host with a client for them (`celery_hosts`), and `relay`, for a server that
+listens on loopback only.
+
 Usage::
 
     with hosts(2) as net:
