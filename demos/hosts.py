@@ -2,9 +2,10 @@
 Celery on Redis gets the chunk back and the answer exact; the managers executor fails at once.
 
 Builds worker hosts as Linux network namespaces, each joined to this machine (the "broker host") by
-a veth pair on a private bridge (``conquer.hosts``), runs a job on one worker per host, and faults one
-host in the middle of a chunk: ``partition`` cuts its link silently (nftables drops its frames both
-ways — it lives on, unreachable, and nobody is told), ``crash`` SIGKILLs every process on it.
+a veth pair on a private bridge (``conquer.hosts``), runs a job on one worker per host
+(``conquer.hosts_celery``), and faults one host in the middle of a chunk: ``partition`` cuts its
+link silently (nftables drops its frames both ways — it lives on, unreachable, and nobody is told),
+``crash`` SIGKILLs every process on it.
 
 With Celery on Redis, the chunk that host took comes back to the other host once Redis's visibility
 timeout has passed since it was taken (20 s, found by the 2 s restore sweep): the answer is exact,
@@ -29,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from conquer import hosts
+from conquer import hosts, hosts_celery
 from demos.common import argument_parser, heading, run, say, verify
 from tasks import Job
 from workers import WorkerLost
@@ -70,7 +71,7 @@ def built(net: hosts.Hosts) -> None:
 
 def celery_drill(directory: Path, fault: str) -> bool:
     heading(f"Celery on Redis, 2 worker hosts, one host's {fault} mid-chunk")
-    with hosts.celery_hosts(directory) as drill:
+    with hosts_celery.celery_hosts(directory) as drill:
         built(drill.net)
         say(
             f"Redis at {drill.settings.broker_url} (the broker host); a celery worker on each host, answering"

@@ -2,7 +2,7 @@
 to the broker (`conquer.hosts`), and the two faults only several hosts have — a link cut silently
 mid-chunk (a partition: the host lives on, unreachable) and a host crashing whole (every process in
 its namespace SIGKILLed) — against Celery on a broker (a parameter: each broker of
-`workers.celery.brokers` that `conquer.hosts.BROKERS_ON_LINK` can serve on the link) and against the
+`workers.celery.brokers` that `conquer.hosts_celery.BROKERS_ON_LINK` can serve on the link) and against the
 `managers` executor, which has no redelivery and must fail at once, naming the lost worker.
 
 Celery: the answer is exact, the combine step runs once, and the cut-off worker's late result, which
@@ -25,8 +25,9 @@ from typing import Any
 import psutil
 import pytest
 
-from conquer import hosts
-from conquer.hosts import CeleryHosts, Host
+from conquer import hosts, hosts_celery
+from conquer.hosts import Host
+from conquer.hosts_celery import CeleryHosts
 from tasks import Job, check
 from tests.conftest import wait_until
 from workers import WorkerLost
@@ -46,8 +47,8 @@ def why_not_on(scheme: str) -> str | None:
     """Why the drills cannot run on the broker of `scheme` here, or None."""
     if scheme not in brokers.BROKERS:
         return f"no {scheme} broker in workers.celery.brokers"
-    if scheme not in hosts.BROKERS_ON_LINK:
-        return f"no {scheme} server on the hosts' link (conquer.hosts.BROKERS_ON_LINK)"
+    if scheme not in hosts_celery.BROKERS_ON_LINK:
+        return f"no {scheme} server on the hosts' link (conquer.hosts_celery.BROKERS_ON_LINK)"
     return None
 
 
@@ -85,11 +86,11 @@ MANAGERS_BOUND_S = LOST_AFTER_S + BEAT_S + 0.2 + 1.5
 
 @contextmanager
 def celery_hosts(tmp_path: Path, scheme: str, count: int = 2) -> Iterator[CeleryHosts]:
-    """Two hosts with a worker each on a private broker (`conquer.hosts.celery_hosts`), and a redis-py
+    """Two hosts with a worker each on a private broker (`conquer.hosts_celery.celery_hosts`), and a redis-py
     client of the result backend; afterwards, nothing of them may be left."""
     made: list[str] = []
     try:
-        with hosts.celery_hosts(tmp_path, scheme, count) as drill:
+        with hosts_celery.celery_hosts(tmp_path, scheme, count) as drill:
             made.append(drill.net.run_id)
             yield drill
     finally:
