@@ -68,5 +68,6 @@ DEMOS: dict[str, Demo] = {
         Demo("responsive_tk", "8 exercise 1"),
         Demo("divide_and_conquer", "9 exercise 2"),
         Demo("managers", "10 several machines"),
+        Demo("hosts", "10 several machines"),
     )
 }

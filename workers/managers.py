@@ -9,11 +9,14 @@ chunk's range on `todo` (JSON-safe dicts: ranges, never data), starts the worker
 
 What it does not do is what a broker adds (see ``conquer demo managers``): the queues live in one
 process's memory, so a chunk taken by a worker that then dies is simply gone (the run fails with
-WorkerLost instead of hanging — there is no redelivery); nothing survives the server; nobody can watch;
-and there is one producer per server. The authkey authenticates peers (HMAC challenge) but does not
-encrypt, and a manager speaks pickle, so whoever holds the key can make the server run code: hence a
-fresh random key per run, never printed, and a server on loopback only. Across real machines, use a
-trusted network or an SSH tunnel.
+WorkerLost instead of hanging — there is no redelivery). A worker on another host can also vanish
+without dying — its link cut, nothing ever closing its connection — so every worker beats (a
+counter on the server, every BEAT_S) and one silent for LOST_AFTER_S is declared lost
+(`Heartbeats`). Nothing survives the server; nobody can watch; and there is one producer per server.
+The authkey authenticates peers (HMAC challenge) but does not encrypt, and a manager speaks pickle,
+so whoever holds the key can make the server run code: hence a fresh random key per run, never
+printed, and a server on loopback only (`run_remote`: on the address given). Across real machines,
+use a trusted network or an SSH tunnel.
 
 Usage::
 
@@ -21,7 +24,9 @@ Usage::
     conquer compare sum 1e7 --executors managers,processes
     # a worker joining a server by address, as one on another machine would (the key comes from the
     # environment, never the command line, where `ps` would show it):
-    CONQUER_MANAGER_AUTHKEY=<hex> python -m workers.managers worker 127.0.0.1:50000
+    CONQUER_MANAGER_AUTHKEY=<hex> python -m workers.managers worker 127.0.0.1:50000 --name host2
+
+    run_remote(job, host="10.0.0.1", workers=2, launch=start_them)  # workers started elsewhere
 """
 
 from __future__ import annotations
@@ -34,23 +39,29 @@ import secrets
 import signal
 import socket
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import Client, Connection, Listener
-from multiprocessing.managers import BaseManager
+from multiprocessing.managers import BaseManager, DictProxy
 from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from tasks import Chunk, Job, split
-from workers.base import Executor, OnChunk, Report, WorkerLost, attempt
+from workers.base import ChunkResult, Executor, OnChunk, Report, WorkerLost, attempt, make_report
 from workers.processes.supervise import (
+    POLL_S,
     Channel,
     Outcome,
     WorkerTarget,
+    accept,
     ctrl_c_held,
     drain,
+    get_context,
     ignore_sigint,
+    sigterm_as_interrupt,
     supervise,
 )
 
@@ -59,8 +70,21 @@ AUTHKEY_ENV = "CONQUER_MANAGER_AUTHKEY"
 
 Address = tuple[str, int]
 
-#: The two queues, created in the server process by `_serve` (each run gets a fresh server).
+#: How often a worker beats: it bumps its counter in the server's `beats` dict, over a connection of
+#: its own (a thread's), whatever its chunk is doing.
+BEAT_S = 0.5
+
+#: A worker whose counter has not moved for this long is lost: four beats missed. A beat is one small
+#: request on a connection of its own, so a live worker misses four only if its host is down or cut
+#: off (or the machine stalls a process for 2 s, which a 2-core VM at load 10 has not done here).
+LOST_AFTER_S = 2.0
+
+#: How long workers started elsewhere (`run_remote`) get to join the server before the run gives up.
+JOIN_S = 60.0
+
+#: The server's shared objects, created in the server process by `_serve` (each run gets a fresh server).
 _queues: dict[str, queue.Queue[Any]] = {}
+_beats: dict[str, int] = {}
 
 
 def _serve() -> None:
@@ -68,6 +92,7 @@ def _serve() -> None:
     ignore_sigint()
     _queues["todo"] = queue.Queue()
     _queues["done"] = queue.Queue()
+    _beats.clear()
 
 
 def _todo() -> queue.Queue[Any]:
@@ -76,6 +101,10 @@ def _todo() -> queue.Queue[Any]:
 
 def _done() -> queue.Queue[Any]:
     return _queues["done"]
+
+
+def _beats_dict() -> dict[str, int]:
+    return _beats
 
 
 def _client_without_nagle(
@@ -109,27 +138,87 @@ class JobQueues(BaseManager):
 
     todo: Callable[[], queue.Queue[dict[str, Any] | None]]
     done: Callable[[], queue.Queue[Any]]
+    #: Worker name -> its heartbeat counter; a worker that leaves cleanly removes its name.
+    beats: Callable[[], dict[str, int]]
 
 
 JobQueues.register("todo", callable=_todo)
 JobQueues.register("done", callable=_done)
+JobQueues.register("beats", callable=_beats_dict, proxytype=DictProxy)
 
 
-def work(address: Address, authkey: bytes) -> None:
-    """A worker: connect to the server at `address`, take ranges off `todo` until None, answer on `done`."""
+def work(address: Address, authkey: bytes, name: str | None = None) -> None:
+    """A worker: connect to the server at `address`, take ranges off `todo` until None, answer on
+    `done`, and beat under `name` (default: host:pid) meanwhile."""
     manager = JobQueues(address=address, authkey=authkey, serializer=SERIALIZER)
     try:
         manager.connect()
         todo, done = manager.todo(), manager.done()
-        while (message := todo.get()) is not None:
-            done.put(attempt(Chunk.from_message(message)))
+        with beating(manager.beats(), name or f"{socket.gethostname()}:{os.getpid()}"):
+            while (message := todo.get()) is not None:
+                done.put(attempt(Chunk.from_message(message)))
     except (EOFError, ConnectionError):
         return  # the server went away: the run is over, and its parent says why
 
 
+@contextmanager
+def beating(beats: dict[str, int], name: str) -> Iterator[None]:
+    """Meanwhile, bump `beats[name]` every BEAT_S from a thread (a proxy opens one connection per
+    thread, so the beats never queue behind a chunk's result); on a clean exit, remove the name: a
+    worker that has left is not lost."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        count = 0
+        try:
+            while True:
+                beats[name] = count = count + 1
+                if stop.wait(BEAT_S):
+                    return
+        except (EOFError, ConnectionError, OSError):
+            return  # the server went away
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(LOST_AFTER_S)
+    beats.pop(name, None)
+
+
 def _local_worker(address: Address, authkey: bytes) -> None:
     ignore_sigint()  # Ctrl-C is for the parent, which stops its workers itself
-    work(address, authkey)
+    work(address, authkey, multiprocessing.current_process().name)
+
+
+class Heartbeats:
+    """The parent's watch on the workers' beats. Invariant: a worker that joined and has not left is
+    either beating or declared lost within LOST_AFTER_S (+ BEAT_S + POLL_S) of its last beat that
+    arrived. Without it, a worker cut off from the server — alive, its connection never closed, the
+    chunk it took never coming back, since these queues have no redelivery — would keep the run
+    waiting forever. Ages are measured on this process's clock (when a counter was seen to move),
+    never compared with another host's."""
+
+    def __init__(self, beats: dict[str, int]) -> None:
+        self.beats = beats
+        self.seen: dict[str, tuple[int, float]] = {}  # name -> (counter, when it was seen to move)
+
+    def joined(self) -> bool:
+        return bool(self.seen)
+
+    def check(self) -> None:
+        """Raise WorkerLost naming the first worker silent for LOST_AFTER_S."""
+        now = time.monotonic()
+        current = self.beats.copy()  # through the proxy: a plain dict, one round trip
+        for name, count in current.items():
+            if self.seen.get(name, (None, 0.0))[0] != count:
+                self.seen[name] = (count, now)
+        for name, (_, moved) in self.seen.items():
+            if name in current and now - moved > LOST_AFTER_S:
+                raise WorkerLost(
+                    f"worker {name} lost: no heartbeat for {now - moved:.1f} s (its host is down or cut "
+                    f"off), and the chunk it took has no way back (no redelivery)"
+                )
 
 
 @contextmanager
@@ -151,8 +240,11 @@ class ServerQueues(Channel):
     def __init__(self, manager: JobQueues, authkey: bytes, job: Job, workers: int) -> None:
         self.address: Address = manager.address  # type: ignore[assignment]  # the port the OS picked
         self.authkey = authkey
+        self.chunks = job.chunks
+        self.received = 0
         with self.answering():
             self.todo, self.done = manager.todo(), manager.done()
+            self.heartbeats = Heartbeats(manager.beats())
             for chunk in split(job):
                 self.todo.put(chunk.to_message())
             for _ in range(workers):
@@ -164,7 +256,11 @@ class ServerQueues(Channel):
 
     def collect(self, processes: Sequence[BaseProcess], timeout: float) -> list[Outcome]:
         with self.answering():
-            return drain(self.done, timeout)
+            outcomes = drain(self.done, timeout)
+            self.received += len(outcomes)
+            if self.received < self.chunks:  # a worker lost once all is in has lost nothing
+                self.heartbeats.check()
+            return outcomes
 
     @contextmanager
     def answering(self) -> Iterator[None]:
@@ -176,7 +272,11 @@ class ServerQueues(Channel):
             raise WorkerLost(f"the manager server at {server} stopped answering: {error!r}") from None
 
     def details(self) -> dict[str, Any]:
-        return {"address": _text(self.address), "authkey": "32 random bytes, never shown"}
+        return {
+            "address": _text(self.address),
+            "authkey": "32 random bytes, never shown",
+            "heartbeat": f"every {BEAT_S:g} s, lost after {LOST_AFTER_S:g} s without one",
+        }
 
 
 @contextmanager
@@ -195,6 +295,40 @@ def run(job: Job, *, workers: int, progress: OnChunk | None = None) -> Report:
         start_method=default_start_method(),
         progress=progress,
         executor="managers",
+    )
+
+
+def run_remote(
+    job: Job,
+    *,
+    host: str,
+    workers: int,
+    launch: Callable[[Address, bytes], None],
+    progress: OnChunk | None = None,
+) -> Report:
+    """Run `job` on `workers` workers that join from other hosts: the server listens on `host` (an
+    address they reach), `launch(address, authkey)` starts them there (`python -m workers.managers
+    worker`; `conquer.hosts` starts them in network namespaces), and they are watched through their
+    heartbeats alone — the one sign of life a worker on another machine gives. The channel is the
+    one `run` uses; what `supervise` adds for local workers (exit codes, stopping them) has no
+    meaning for processes on another host."""
+    from workers import default_start_method
+
+    context = get_context(default_start_method())
+    results: list[ChunkResult] = []
+    began = time.perf_counter()
+    with sigterm_as_interrupt(), serving(context, host) as (manager, authkey):
+        channel = ServerQueues(manager, authkey, job, workers)
+        launch(channel.address, authkey)
+        join_by = time.monotonic() + JOIN_S
+        while len(results) < job.chunks:
+            for outcome in channel.collect((), POLL_S):
+                accept(outcome, results, progress)
+            if not channel.heartbeats.joined() and time.monotonic() > join_by:
+                raise WorkerLost(f"no worker joined the server at {_text(channel.address)} in {JOIN_S:g} s")
+        details = channel.details()
+    return make_report(
+        job, "managers", results, time.perf_counter() - began, workers=workers, details=details
     )
 
 
@@ -217,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="take chunks from the server at HOST:PORT until told to stop")
     worker.add_argument("address", type=parse_address, metavar="HOST:PORT")
+    worker.add_argument("--name", help="its name in heartbeats and messages (default: host:pid)")
     arguments = parser.parse_args(argv)
     key = os.environ.get(AUTHKEY_ENV)
     if not key:
@@ -231,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM from whoever started us ends the worker like Ctrl-C would end a foreground one.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        work(arguments.address, authkey)
+        work(arguments.address, authkey, arguments.name)
     except AuthenticationError:
         print(f"the server at {_text(arguments.address)} rejected the authkey", file=sys.stderr)
         return 1

@@ -80,6 +80,11 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         "visibility_timeout": settings.visibility_timeout,
         "unacked_restore_interval": RESTORE_INTERVAL_S,
         "unacked_restore_throttle": 1,
+        # Each sweep runs under a Redis mutex (one worker restores at a time) that expires after
+        # unacked_mutex_expire s, kombu's default 300. A worker host cut off mid-sweep keeps it that
+        # long, and no chunk comes back meanwhile. 10 s, well over a sweep's milliseconds, keeps
+        # redelivery within visibility_timeout + the sweep + 10 s (tests/drills/test_hosts.py).
+        "unacked_mutex_expire": 10,
         # A broker that vanishes without closing the connection must not hang a publish forever.
         "socket_timeout": 10,
         "socket_connect_timeout": 3,
