@@ -13,7 +13,7 @@ the combine step runs once, and after a partition the cut-off worker's own resul
 link is back, changes nothing. The managers executor has no redelivery: its workers beat every
 0.5 s, and the run fails 2 s after the last beat, naming the lost worker — in one line.
 
-Needs root, ``ip`` and ``nft``; without them it says so in one line and exits 1. Everything it made
+Needs root, ``ip`` and ``nft``; without them it says so in one line and exits 10. Everything it made
 (namespaces, links, nftables tables, processes) is removed at the end, however it ends.
 
 Usage::
@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from conquer import hosts, hosts_celery
+from conquer.exitcodes import ExitCode
 from demos.common import argument_parser, heading, run, say, verify
 from tasks import Job
 from workers import WorkerLost
@@ -177,7 +178,7 @@ def main() -> int:
     arguments = parser.parse_args()
     why = hosts.unavailable()
     if why:
-        parser.exit(1, f"cannot run here: {why}\n")
+        parser.exit(ExitCode.CANNOT_RUN_HERE, f"cannot run here: {why}\n")
     ok = True
     if arguments.on in ("both", "celery"):
         with tempfile.TemporaryDirectory(prefix="conquer-hosts-") as directory:

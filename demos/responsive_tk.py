@@ -25,6 +25,7 @@ import threading
 import tkinter as tk
 from types import FrameType
 
+from conquer.exitcodes import ExitCode
 from demos.common import argument_parser, run, say
 from demos.responsive_terminal import Download, add_download_options
 from tasks import Job, check
@@ -123,7 +124,8 @@ def main() -> int:
         root = tk.Tk()
     except tk.TclError as error:
         parser.exit(
-            1, f"no display to open the window on ({error}); try: xvfb-run python -m {__spec__.name}\n"
+            ExitCode.CANNOT_RUN_HERE,
+            f"no display to open the window on ({error}); try: xvfb-run python -m {__spec__.name}\n",
         )
     window = Window(root, job, arguments.frozen)
 

@@ -1,7 +1,7 @@
 """`conquer demo hosts`, through the real entry point: worker hosts as network namespaces, one cut off
 or crashed mid-chunk — Celery on Redis answers exactly with the combine run once, managers fails at
 once naming the lost worker — and nothing of the hosts left afterwards. Where it cannot run (not
-root, no `nft`), one line and exit 1."""
+root, no `nft`), one line and exit 10 (cannot run here)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def test_the_demo_crashes_a_host_under_managers() -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare")
-def test_without_root_the_demo_says_so_in_one_line_and_exits_1() -> None:
+def test_without_root_the_demo_says_so_in_one_line_and_exits_10() -> None:
     """In a user namespace of its own the demo's uid is not 0 (and it holds no capability here)."""
     result = subprocess.run(
         ["unshare", "--user", CONQUER, "demo", "hosts"],
@@ -67,14 +67,14 @@ def test_without_root_the_demo_says_so_in_one_line_and_exits_1() -> None:
         timeout=60,
         check=False,
     )
-    assert (result.returncode, result.stdout) == (1, "")
+    assert (result.returncode, result.stdout) == (ExitCode.CANNOT_RUN_HERE, "")
     assert (
         result.stderr
         == "cannot run here: several hosts need root (network namespaces, veth pairs, nftables)\n"
     )
 
 
-def test_without_nft_the_demo_says_so_in_one_line_and_exits_1() -> None:
+def test_without_nft_the_demo_says_so_in_one_line_and_exits_10() -> None:
     path = os.pathsep.join(
         directory
         for directory in os.environ["PATH"].split(os.pathsep)
@@ -88,6 +88,6 @@ def test_without_nft_the_demo_says_so_in_one_line_and_exits_1() -> None:
         check=False,
         env={**os.environ, "PATH": path},
     )
-    assert (result.returncode, result.stdout) == (1, "")
+    assert (result.returncode, result.stdout) == (ExitCode.CANNOT_RUN_HERE, "")
     assert result.stderr.startswith("cannot run here: several hosts need ")
     assert result.stderr.count("\n") == 1

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import CONQUER
 from tests.demos.terminal import Terminal
 
 MODULE = "demos.responsive_tk"
@@ -127,3 +128,19 @@ def test_in_the_main_thread_the_window_freezes_and_clicks_wait_for_the_download(
     screen.expect(r"bye")
     assert screen.wait() == 0
     assert time.monotonic() - begun < 20
+
+
+def test_without_a_display_it_says_so_in_one_line_and_exits_10() -> None:
+    try:
+        import tkinter  # noqa: F401
+    except ImportError:
+        pytest.skip("this Python has no tkinter")
+    from conquer.exitcodes import ExitCode
+
+    env = {name: value for name, value in os.environ.items() if name not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    result = subprocess.run(
+        [CONQUER, "demo", "responsive-tk"], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout) == (ExitCode.CANNOT_RUN_HERE, "")
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("no display to open the window on ("), result.stderr
