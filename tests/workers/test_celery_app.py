@@ -98,3 +98,19 @@ def test_two_apps_in_one_process_keep_their_own_time_limits() -> None:
     assert (default.tasks[CHUNK_TASK].soft_time_limit, default.tasks[CHUNK_TASK].time_limit) == (15, 18)
     short.close()
     default.close()
+
+
+@pytest.mark.parametrize(("parent", "status"), [("os.getppid()", 0), ("os.getppid() + 1_000_000", 1)])
+def test_a_pool_process_whose_worker_died_before_its_initializer_exits(parent: str, status: int) -> None:
+    """The race `_pool_process_dies_with_its_worker` closes: the worker recorded as its parent is not
+    its parent any more (it died and the process was reparented), so it exits instead of living on.
+    (Every Celery test shows the other side: a pool process of a live worker stays.)"""
+    code = (
+        "import os, workers.celery.app as app; "
+        f"app._worker_pid = {parent}; app._pool_process_dies_with_its_worker(); print('stayed')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == status, result.stderr
+    assert result.stdout == ("stayed\n" if status == 0 else "")

@@ -31,7 +31,7 @@ from typing import Any
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded, TimeLimitExceeded
-from celery.signals import celeryd_init
+from celery.signals import celeryd_init, worker_process_init
 
 from tasks.faults import TransientFault
 from tasks.job import Chunk, combine, run_chunk
@@ -223,11 +223,27 @@ def combine_task(task: Task[Any, Any], partials: list[int], kind: str, job_id: s
 WORKER_WRITE_RETRY_S = 10
 
 
+#: The `celery worker` main process, recorded before its pool processes fork (they inherit it).
+_worker_pid: int | None = None
+
+
 @celeryd_init.connect
 def _workers_ride_out_redis_restarts(conf: Any, **_: Any) -> None:
     """Runs in `celery worker` only, before its pool processes fork (so they inherit the setting)."""
+    global _worker_pid  # noqa: PLW0603 -- one value per worker process, read by its pool children
+    _worker_pid = os.getpid()
     conf.conquer_write_retry_s = WORKER_WRITE_RETRY_S
     kombu_fixes.replies_expire()  # and its remote-control replies expire in Redis (fix 3 there)
+
+
+@worker_process_init.connect
+def _pool_process_dies_with_its_worker(**_: Any) -> None:
+    """Celery gives a pool process its death signal (SIGKILL when the worker exits) in the process's
+    initializer, after the fork: a worker killed in between leaves an orphan that no signal will reach
+    (seen once at load 9: two pool processes outlived a SIGKILLed embedded stack). This runs after that
+    setting, so an orphan finds its parent gone here and exits, as `workers.celery.launcher` does."""
+    if _worker_pid is not None and os.getppid() != _worker_pid:
+        os._exit(1)
 
 
 def job_store(app: Celery) -> JobStore:
