@@ -100,10 +100,13 @@ freethreaded:
 # extension module can switch it back on). Not the fuzzed bad input of test_fuzz_cli.py: it is
 # refused before any executor runs, by the same code on either build.
 FT_TESTS := tests/test_gil_off.py tests/workers/test_executors.py tests/conquer/test_cli.py \
-	tests/conquer/test_stack_cli.py tests/workers/test_celery_chord.py
+	tests/conquer/test_stack_cli.py tests/workers/test_celery_chord.py \
+	tests/workers/test_celery_threads_pool.py tests/conquer/test_up_threads.py
 test-ft: freethreaded
 	# `python -m pytest`: -p loads the plugin by module name, and -m puts the repository on sys.path.
 	$(FT_VENV)/bin/python -m pytest -p tests.gil_off $(FT_TESTS)
+	# The chord tests again with the threads pool: the session's workers and every stack they start.
+	CONQUER_WORKER_POOL=threads $(FT_VENV)/bin/python -m pytest -p tests.gil_off tests/workers/test_celery_chord.py
 
 clean: clean-ft
 clean-ft:
