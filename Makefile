@@ -106,7 +106,8 @@ FT_TESTS := tests/test_gil_off.py tests/workers/test_executors.py tests/conquer/
 test-ft: freethreaded
 	# `python -m pytest`: -p loads the plugin by module name, and -m puts the repository on sys.path.
 	$(FT_VENV)/bin/python -m pytest -p tests.gil_off $(FT_TESTS)
-	# The chord tests again with the threads pool: the session's workers and every stack they start.
+	# The chord tests again with the session's workers on the threads pool (2 nodes x 1 thread; the
+	# tests that start an embedded stack of their own clear CONQUER_* and keep the default pool).
 	CONQUER_WORKER_POOL=threads $(FT_VENV)/bin/python -m pytest -p tests.gil_off tests/workers/test_celery_chord.py
 
 clean: clean-ft
