@@ -2,8 +2,8 @@
 
 One real `celery worker` whose pool is 2 threads of its one process, on the session's Redis under a
 key prefix of its own (the session's stack is never touched). Celery enforces time limits only in
-the prefork (and gevent) pool, and its revoke can terminate only a process: a thread can be neither
-interrupted nor killed from outside. So under the threads pool
+the prefork (and gevent) pool, and a revoke's terminate is not implemented for the threads pool: a
+thread can be neither interrupted nor killed from outside. So under the threads pool
 
 - a `stuck` chunk (and a `slow` one) runs to its own end, past the soft and the hard limit; once it has
   run longer than the visibility timeout, Redis hands its message to another thread as well, which
