@@ -227,6 +227,16 @@ def up(
     return ExitCode.OK
 
 
+def threads_note() -> str:
+    """What a threads pool's threads can do under this interpreter (the workers' too: `up` starts
+    them with it): compute at once without the GIL, take turns with it."""
+    from conquer import machine
+
+    if machine.gil_enabled():
+        return "the GIL is on here: the pool's threads take turns computing (free-threaded: at once)"
+    return "the GIL is off here (a free-threaded build): the pool's threads compute at once, one per core"
+
+
 def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None:
     from workers.celery.localstack import FLOWER_USER
     from workers.celery.settings import ENV_BROKER, ENV_EVENTS, mask
@@ -251,6 +261,8 @@ def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None
     if stack.flower_url:
         login = f"user {FLOWER_USER}  password {stack.flower_password}  (shown once)"
         lines.append(f"  flower   {stack.flower_url}{port_note}  {login}")
+    if chosen.settings.worker_pool == "threads":  # the workers run under this very interpreter
+        lines.append(f"  threads  {threads_note()}")
     if not verbose:
         lines.append(f"  logs     {stack.directory}/*.log")
     lines.append("Press Ctrl-C to stop everything.")

@@ -12,7 +12,9 @@ import re
 import psutil
 import pytest
 
+from conquer import machine
 from conquer.exitcodes import ExitCode
+from conquer.up_cli import threads_note
 from tests.conftest import conquer, ctrl_c
 from tests.conquer.test_stack_cli import clean_env, live_workers, read_until, start
 
@@ -35,6 +37,10 @@ def test_up_with_the_threads_pool_says_it_started_threads_and_starts_exactly_tha
             "(--processes, as threads: CONQUER_WORKER_POOL=threads)" in banner
         ), banner
         assert "process(es)" not in banner
+        # What the threads can do here: the workers run under this interpreter, GIL and all.
+        assert f"  threads  {threads_note()}" in banner
+        on = "the GIL is on here" in banner
+        assert on is machine.gil_enabled()
         broker = re.search(r"export CELERY_BROKER_URL=(\S+)", banner)
         assert broker, banner
         (worker,) = live_workers(broker.group(1))
