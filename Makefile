@@ -100,10 +100,15 @@ freethreaded:
 # extension module can switch it back on). Not the fuzzed bad input of test_fuzz_cli.py: it is
 # refused before any executor runs, by the same code on either build.
 FT_TESTS := tests/test_gil_off.py tests/workers/test_executors.py tests/conquer/test_cli.py \
-	tests/conquer/test_stack_cli.py tests/workers/test_celery_chord.py
+	tests/conquer/test_stack_cli.py tests/workers/test_celery_chord.py \
+	tests/workers/test_celery_threads_pool.py tests/conquer/test_up_threads.py \
+	tests/demos/test_cpu_vs_io.py tests/demos/test_bank_account_builds.py tests/conquer/test_bench_builds.py
 test-ft: freethreaded
 	# `python -m pytest`: -p loads the plugin by module name, and -m puts the repository on sys.path.
 	$(FT_VENV)/bin/python -m pytest -p tests.gil_off $(FT_TESTS)
+	# The chord tests again with the session's workers on the threads pool (2 nodes x 1 thread; the
+	# tests that start an embedded stack of their own clear CONQUER_* and keep the default pool).
+	CONQUER_WORKER_POOL=threads $(FT_VENV)/bin/python -m pytest -p tests.gil_off tests/workers/test_celery_chord.py
 
 clean: clean-ft
 clean-ft:

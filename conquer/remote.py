@@ -53,10 +53,12 @@ class RunnerDied(Exception):
 
 
 class Remote:
-    """A runner under `interpreter`: started on entry, closed (and its group killed) on exit."""
+    """A runner under `interpreter`: started on entry, closed (and its group killed) on exit. `env`
+    adds to the environment it inherits (the bench's `builds` series sets the Celery pool so)."""
 
-    def __init__(self, interpreter: Interpreter) -> None:
+    def __init__(self, interpreter: Interpreter, env: dict[str, str] | None = None) -> None:
         self._interpreter = interpreter
+        self._env = {**os.environ, **env} if env else None
         self._process: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._buffer = b""
@@ -72,7 +74,12 @@ class Remote:
         command = [self._interpreter.executable, "-P", "-m", "conquer.runner", str(os.getpid())]
         try:
             self._process = subprocess.Popen(
-                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._errors, process_group=0
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self._errors,
+                process_group=0,
+                env=self._env,
             )
         except OSError as error:
             self._dead = f"the runner under {self._interpreter.executable} could not start: {error.strerror}"

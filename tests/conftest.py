@@ -284,7 +284,12 @@ def celery_stack() -> Iterator[Stack]:
     from workers.celery.localstack import local_stack
     from workers.celery.settings import Settings
 
-    settings = Settings(key_prefix=f"conquer-test-{secrets.token_hex(4)}", worker_concurrency=1)
+    # The pool follows CONQUER_WORKER_POOL, as every worker's does: `make test-ft` runs the chord
+    # tests once more with the threads pool (2 nodes x 1 thread).
+    pool = os.environ.get("CONQUER_WORKER_POOL", "").strip() or "prefork"
+    settings = Settings(
+        key_prefix=f"conquer-test-{secrets.token_hex(4)}", worker_concurrency=1, worker_pool=pool
+    )
     if REDIS_URL:
         settings = settings.with_broker(REDIS_URL)
     with local_stack(settings, workers=STACK_NODES) as stack:

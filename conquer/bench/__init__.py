@@ -19,7 +19,7 @@ from __future__ import annotations
 SCHEMA = "conquer-bench/1"
 
 #: Every series, in the order they run. Each is one module of this package (see `conquer.bench.suite`).
-SERIES = ("ratios", "cpu", "granularity", "io", "trivial", "round-trip", "startup", "memory")
+SERIES = ("ratios", "cpu", "builds", "granularity", "io", "trivial", "round-trip", "startup", "memory")
 
 #: Names of the files a run writes into its output directory.
 JSON_FILE = "results.json"

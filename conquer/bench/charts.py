@@ -94,6 +94,37 @@ def cpu(axes: Axes, series: dict[str, Any], kind: str) -> None:
     legend_outside(axes, columns=4)
 
 
+def builds(axes: Axes, series: dict[str, Any]) -> None:
+    """sum's speedup over its own build's serial against W: a line per way and build, solid for a
+    build that ran with the GIL off, dashed for one with it on."""
+    cores = series["parameters"]["cores"]
+    counts = series["parameters"]["workers"]
+    points = [p for p in measured(series["points"]) if p["params"]["kind"] == "sum"]
+    axes.plot(counts, [min(count, cores) for count in counts], "k:", label="ideal: min(W, cores)")
+    axes.axhline(1, color="grey", linewidth=0.8)
+    markers = "osD^v<>px*h"
+    lines: dict[str, list[dict[str, Any]]] = {}
+    for point in points:
+        if point["params"]["executor"] != "serial":
+            way = point["label"].split(" ×")[0]
+            lines.setdefault(f"{way} — {point['label'].split(' — ')[-1]}", []).append(point)
+    for number, (label, line) in enumerate(lines.items()):
+        line.sort(key=lambda p: p["params"]["workers"])
+        gil_on = line[0]["params"]["interpreter"]["gil_enabled"]
+        axes.plot(
+            [p["params"]["workers"] for p in line],
+            [p["derived"]["speedup"] for p in line],
+            linestyle="--" if gil_on else "-",
+            marker=markers[number % len(markers)],
+            label=label,
+        )
+    axes.set_xticks(counts)
+    axes.set_xlabel("workers (W): threads, processes, or the Celery pool's size")
+    axes.set_ylabel("speedup over the same build's serial")
+    axes.set_title(f"sum 1..{series['parameters']['sum_n']:_}: solid = GIL off, dashed = GIL on")
+    legend_outside(axes, columns=2)
+
+
 def ratios(axes: Axes, series: dict[str, Any]) -> None:
     points = measured(series["points"])
     labels = [point["label"] for point in points]
@@ -241,6 +272,7 @@ CHARTS: list[tuple[str, str, str, Draw]] = [
     ("ratios", "ratios.png", "Target ratios", ratios),
     ("cpu", "cpu-sum.png", "CPU-bound scaling: sum", lambda axes, series: cpu(axes, series, "sum")),
     ("cpu", "cpu-primes.png", "CPU-bound scaling: primes", lambda axes, series: cpu(axes, series, "primes")),
+    ("builds", "builds.png", "Free-threaded and GIL builds side by side", builds),
     ("granularity", "granularity.png", "Chunk granularity", granularity),
     ("io", "io.png", "I/O-bound download against the latency limit", io),
     ("trivial", "trivial.png", "Trivial-chunk throughput", trivial),

@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from conquer import interpreters
 from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES
 from conquer.exitcodes import ExitCode
 from conquer.options import Failure, celery_settings, command
@@ -21,6 +22,7 @@ Examples:
   conquer bench --quick                      # every series on small jobs: < 2 min on 2 cores
   conquer bench --out docs/bench             # the full run: about a quarter of an hour on 2 cores
   conquer bench --quick --series ratios,io --out /tmp/bench
+  conquer bench --series builds --python .venv-ft/bin/python --python .venv/bin/python
 
 \b
 Writes DIR/results.json (schema: docs/bench/SCHEMA.md), DIR/results.md and, with
@@ -68,9 +70,25 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     help="Runs per point [default: 5]. Below 5 only for trying things out.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Also print the JSON document on stdout.")
+@click.option(
+    "--python",
+    "pythons",
+    multiple=True,
+    callback=interpreters.option,
+    metavar="PYTHON",
+    help="The builds series: run its rows under this Python (a path, or a command on PATH); give it "
+    "again for each build, e.g. a free-threaded one and a GIL one. Each needs conquer installed; the "
+    "rounds interleave them [default: this Python only]. The other series run in this process.",
+)
 @click.option("--tiny", is_flag=True, hidden=True, help="The tests' run: seconds per series.")
 def bench(
-    quick: bool, out: Path, names: tuple[str, ...], repeats: int | None, as_json: bool, tiny: bool
+    quick: bool,
+    out: Path,
+    names: tuple[str, ...],
+    repeats: int | None,
+    as_json: bool,
+    pythons: tuple[interpreters.Interpreter, ...],
+    tiny: bool,
 ) -> int:
     """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
     import dataclasses
@@ -82,6 +100,8 @@ def bench(
 
     if quick and tiny:
         raise click.UsageError("--quick and --tiny are different profiles: choose one")
+    if pythons and "builds" not in names:
+        raise click.UsageError("--python applies to the builds series only: add builds to --series")
     celery_settings()  # the Celery settings and URLs, read now: one that cannot work is bad input (exit 2)
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
@@ -93,7 +113,7 @@ def bench(
     except OSError as error:
         raise Failure(f"cannot write to {out}: {error.strerror}", ExitCode.USAGE) from None
     command = shlex.join(["conquer", *sys.argv[1:]])
-    run = suite.Run(profile, command)
+    run = suite.Run(profile, command, pythons)
     try:
         with (
             Interrupts() as interrupts,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from conquer.bench.profiles import Profile
 from conquer.bench.reporter import Reporter
+from conquer.interpreters import Interpreter
 from conquer.rounds import Deployments
 
 
@@ -18,3 +19,5 @@ class Context:
     cores: int
     reporter: Reporter
     deployments: Deployments
+    #: The interpreters `--python` named (the `builds` series runs under each); none: this one.
+    pythons: tuple[Interpreter, ...] = ()

@@ -11,6 +11,7 @@ from conquer import machine
 from conquer.bench import (
     SCHEMA,
     SERIES,
+    builds,
     cpu,
     granularity,
     io_bound,
@@ -25,6 +26,7 @@ from conquer.bench.context import Context
 from conquer.bench.points import Series
 from conquer.bench.profiles import Profile
 from conquer.bench.reporter import Reporter
+from conquer.interpreters import Interpreter
 from conquer.rounds import Deployments
 
 Measure = Callable[[Context], Series]
@@ -32,6 +34,7 @@ Measure = Callable[[Context], Series]
 MEASURES: dict[str, Measure] = {
     "ratios": ratios.measure,
     "cpu": cpu.measure,
+    "builds": builds.measure,
     "granularity": granularity.measure,
     "io": io_bound.measure,
     "trivial": throughput.measure,
@@ -46,8 +49,9 @@ class Run:
     """One bench run: the series measured so far, and the document they make up — complete, or, after
     Ctrl-C, as far as it got (a quarter of an hour of measuring is not thrown away)."""
 
-    def __init__(self, profile: Profile, command: str) -> None:
+    def __init__(self, profile: Profile, command: str, pythons: tuple[Interpreter, ...] = ()) -> None:
         self.profile = profile
+        self.pythons = pythons
         self.command = command
         self.started = datetime.now(UTC)
         self.began = time.perf_counter()
@@ -58,7 +62,7 @@ class Run:
     def measure(self, names: Sequence[str], reporter: Reporter) -> None:
         """Measure each series in `names`, in SERIES order."""
         with Deployments() as deployments:
-            context = Context(self.profile, machine.cores(), reporter, deployments)
+            context = Context(self.profile, machine.cores(), reporter, deployments, self.pythons)
             for name in SERIES:
                 if name in names:
                     self.running = name

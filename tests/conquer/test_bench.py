@@ -35,7 +35,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One tiny run of every series, shared by the tests that read its output."""
     out = tmp_path_factory.mktemp("bench")
-    result = conquer("bench", "--tiny", "--out", str(out), timeout=100)
+    # The builds series adds about 25 s at load 7 (two runners, each with its Celery stacks): 79 s in all.
+    result = conquer("bench", "--tiny", "--out", str(out), timeout=160)
     return result, out
 
 

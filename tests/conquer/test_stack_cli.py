@@ -190,7 +190,7 @@ def test_no_worker_answering_exits_8_naming_the_broker(celery_stack: Stack) -> N
 def test_a_setting_that_cannot_work_exits_2_naming_it() -> None:
     result = conquer("status", "0123456789abcdef", env={"CONQUER_WORKER_POOL": "gevent"})
     assert result.returncode == ExitCode.USAGE
-    assert "CONQUER_WORKER_POOL must be one of prefork, solo" in one_line(result.stderr)
+    assert "CONQUER_WORKER_POOL must be one of prefork, threads, solo" in one_line(result.stderr)
 
 
 @pytest.mark.parametrize(

@@ -63,7 +63,7 @@ def test_to_env_rebuilds_the_same_settings() -> None:
             {"CELERY_RESULT_BACKEND": "redis://h/x"},
             "CELERY_RESULT_BACKEND is .*: its database must be a number",
         ),
-        ({"CONQUER_WORKER_POOL": "gevent"}, "CONQUER_WORKER_POOL must be one of prefork, solo"),
+        ({"CONQUER_WORKER_POOL": "gevent"}, "CONQUER_WORKER_POOL must be one of prefork, threads, solo"),
         ({"CONQUER_WORKER_CONCURRENCY": "0"}, "CONQUER_WORKER_CONCURRENCY must be at least 1"),
         ({"CONQUER_WORKER_CONCURRENCY": "two"}, "must be a whole number"),
         ({"CONQUER_RESULT_EXPIRES": "0"}, "CONQUER_RESULT_EXPIRES must be at least 60"),

@@ -93,9 +93,7 @@ class LocalStack:
     def describe(self) -> str:
         name = brokers.for_url(self.settings.broker_url).NAME
         broker = f"embedded {name} (Unix socket)" if self.embedded else f"external {name}"
-        # A worker is a node; a prefork pool has processes, a solo worker runs each chunk itself.
-        processes = f"a prefork pool of {self.settings.worker_concurrency} process(es)"
-        pool = "solo pool" if self.settings.worker_pool == "solo" else f"each with {processes}"
+        pool = pool_words(self.settings)
         events = "" if self.settings.task_events else ", task events off"
         return f"{broker}, {len(self.workers)} worker(s), {pool}{events}"
 
@@ -118,11 +116,25 @@ class LocalStack:
         return named
 
 
+def pool_words(settings: Settings) -> str:
+    """What runs a worker's chunks, in the words `up`, `run -v` and `workers` share: a worker is a
+    node; a prefork pool has processes, a threads pool has threads (all in the worker's one process),
+    a solo worker runs each chunk itself."""
+    size = settings.worker_concurrency
+    if settings.worker_pool == "solo":
+        return "solo pool"
+    if settings.worker_pool == "threads":
+        return f"each with a threads pool of {size} thread(s) in its one process"
+    return f"each with a prefork pool of {size} process(es)"
+
+
 def node_layout(base: Settings, workers: int) -> tuple[Settings, int]:
-    """How `workers` worker processes are deployed: (settings for each node, number of nodes).
+    """How `workers` chunks at a time are deployed: (settings for each node, number of nodes).
 
     prefork: one worker whose pool has `workers` processes (its main process only receives, acks and
-    hands over); solo: `workers` workers, each running chunks in its main process."""
+    hands over); threads: one worker whose pool has `workers` threads, in that one process (what
+    scales on a free-threaded Python, and shows the GIL on the other); solo: `workers` workers, each
+    running chunks in its main process."""
     if base.worker_pool == "solo":
         return dataclasses.replace(base, worker_concurrency=1), workers
     return dataclasses.replace(base, worker_concurrency=workers), 1

@@ -11,7 +11,7 @@ prefix and the time limits. Nothing here imports Celery.
 | CELERY_RESULT_BACKEND | the broker URL | where results, chord counters and job progress live (Redis) |
 | CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
 | CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
-| CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes) or solo (the worker itself) |
+| CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes), threads, or solo (the worker itself) |
 | CONQUER_VISIBILITY_TIMEOUT | 20 | seconds before an unacknowledged chunk is given to another worker |
 | CONQUER_CHUNK_TIME_LIMIT | 15 | seconds a chunk may run before it fails (soft limit; hard = +3 s) |
 | CONQUER_RESULT_EXPIRES | 86400 | seconds results and job progress are kept in Redis |
@@ -34,7 +34,7 @@ DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
 DEFAULT_CHUNK_TIME_LIMIT_S = 15
 DEFAULT_RESULT_EXPIRES_S = 86_400
-POOLS = ("prefork", "solo")
+POOLS = ("prefork", "threads", "solo")
 
 #: The hard time limit is this much longer than the soft one: the soft limit raises inside the chunk
 #: (which then fails cleanly); the hard limit kills a pool process stuck where no exception reaches it.
