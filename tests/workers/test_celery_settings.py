@@ -21,7 +21,8 @@ def test_reading_and_checking_settings_loads_no_client_library() -> None:
     benchmark record: the broker modules they ask about URLs must not pull in Celery, kombu or redis-py."""
     probe = (
         "import sys; from workers.celery.settings import Settings; Settings.from_env({}); "
-        "Settings(broker_url='redis://h/1'); Settings(broker_url='amqp://h//', result_backend='redis://h'); print(sorted({'celery', 'kombu', 'redis'} & set(sys.modules)))"
+        "Settings(broker_url='redis://h/1'); Settings(broker_url='amqp://h//', result_backend='redis://h'); "
+        "print(sorted({'celery', 'kombu', 'redis'} & set(sys.modules)))"
     )
     assert fresh_python(probe).strip() == "[]"
 
