@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import pytest
@@ -31,6 +32,9 @@ import pytest
 from tests.conftest import SESSION_PROCESSES, STACK_NODES, Stack, skip_without_redis_server
 from tests.redis_server import RedisServer, redis_server
 from workers.celery.brokers import rabbitmq
+
+if TYPE_CHECKING:
+    from workers.celery.settings import Settings
 
 #: How long a starting node may take to accept a login: several times the 7-10 s measured.
 START_DEADLINE_S = 60
@@ -211,3 +215,60 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
             finally:
                 connection.close()
                 SESSION_PROCESSES.difference_update(workers | own)
+
+
+# ---------------------------------------------------------------------------- for the drills
+
+
+@dataclass(frozen=True)
+class DrillBroker:
+    """A private RabbitMQ node and a private Redis result backend, for drill stacks to run on (one
+    stack at a time: workers on one node share its queue)."""
+
+    node: RabbitMQNode
+    backend: RedisServer
+
+    def settings(self, **overrides: object) -> Settings:
+        """One pool process per worker, a key prefix of its own in the backend, no task events."""
+        from workers.celery.settings import Settings
+
+        fields: dict[str, Any] = {
+            "key_prefix": f"drill-{secrets.token_hex(4)}",
+            "worker_concurrency": 1,
+            "task_events": False,
+            **overrides,
+        }
+        return Settings(
+            broker_url=self.node.url, broker_configured=True, result_backend=self.backend.url, **fields
+        )
+
+
+@contextmanager
+def drill_broker(directory: Path, *, kept: bool) -> Iterator[DrillBroker]:
+    """A node and a backend in `directory`, closed on the way out; `kept`: their processes outlive
+    each test of a module (see `no_leftovers` in tests/conftest.py), as for a module-scoped fixture."""
+    skip_without_rabbitmq()
+    skip_without_redis_server()
+    (directory / "node").mkdir()
+    (directory / "backend").mkdir()
+    with rabbitmq_node(directory / "node") as node, redis_server(directory / "backend") as backend:
+        own = node.pids() | ({backend.process.pid} if backend.process else set())
+        if kept:
+            SESSION_PROCESSES.update(own)
+        try:
+            yield DrillBroker(node, backend)
+        finally:
+            SESSION_PROCESSES.difference_update(own)
+
+
+def queue_depth(url: str, queue: str = "conquer") -> int:
+    """Messages ready in `queue` on the node at `url` (not those delivered and unacknowledged)."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=3) as connection:
+        channel: Any = connection.default_channel
+        try:
+            _, messages, _ = channel.queue_declare(queue=queue, passive=True)
+        except rabbitmq.errors():
+            return 0  # no such queue (yet): nothing in it
+        return int(messages)
