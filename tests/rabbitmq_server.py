@@ -220,13 +220,30 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
 # ---------------------------------------------------------------------------- for the drills
 
 
-@dataclass(frozen=True)
+@dataclass
 class DrillBroker:
     """A private RabbitMQ node and a private Redis result backend, for drill stacks to run on (one
     stack at a time: workers on one node share its queue)."""
 
     node: RabbitMQNode
     backend: RedisServer
+    #: The pids registered in SESSION_PROCESSES (`drill_broker(kept=True)`), kept in step by `restart`.
+    kept: set[int] = field(default_factory=set)
+
+    def restart(self, *, crash: bool = False) -> None:
+        """Stop the node (SIGTERM, or SIGKILL with `crash`) and start it again on the same data."""
+        from kombu import pools
+
+        self.node.restart(crash=crash)
+        # kombu keeps producer pools per connection URL for the whole process (remote control's
+        # broadcasts use them): after a restart, their connections to the same URL are dead, and the
+        # next stack's `ping` would write to one. A process that lives across a broker restart is a
+        # test's doing: `conquer` commands are short-lived.
+        pools.reset()
+        if self.kept:
+            SESSION_PROCESSES.difference_update(self.kept)
+            self.kept = self.node.pids() | ({self.backend.process.pid} if self.backend.process else set())
+            SESSION_PROCESSES.update(self.kept)
 
     def settings(self, **overrides: object) -> Settings:
         """One pool process per worker, a key prefix of its own in the backend, no task events."""
@@ -252,13 +269,14 @@ def drill_broker(directory: Path, *, kept: bool) -> Iterator[DrillBroker]:
     (directory / "node").mkdir()
     (directory / "backend").mkdir()
     with rabbitmq_node(directory / "node") as node, redis_server(directory / "backend") as backend:
-        own = node.pids() | ({backend.process.pid} if backend.process else set())
+        found = DrillBroker(node, backend)
         if kept:
-            SESSION_PROCESSES.update(own)
+            found.kept = node.pids() | ({backend.process.pid} if backend.process else set())
+            SESSION_PROCESSES.update(found.kept)
         try:
-            yield DrillBroker(node, backend)
+            yield found
         finally:
-            SESSION_PROCESSES.difference_update(own)
+            SESSION_PROCESSES.difference_update(found.kept)
 
 
 def queue_depth(url: str, queue: str = "conquer") -> int:
