@@ -158,3 +158,12 @@ def test_a_submit_that_loses_rabbitmq_midway_leaves_no_chunk_to_run(broker: Dril
         assert status.done == 0
         assert client.records(job_id) == []
     print(f"\n[rabbitmq drill 5] submit failed after {took:.2f} s with: {failure}")
+
+
+def test_with_no_worker_on_rabbitmq_submit_exits_8_and_sends_nothing(broker: DrillBroker) -> None:
+    """The node answers but no worker consumes its queue: `submit`'s question (`active_queues` over
+    remote control, a fanout exchange on RabbitMQ) gets no answer, so nothing is sent (exit 8)."""
+    result = conquer("submit", "sum", "1000", env=broker.settings().to_env())
+    assert result.returncode == ExitCode.NO_WORKER, result.stderr
+    assert "nothing was sent" in one_line(result.stderr)
+    assert queue_depth(broker.node.url) == 0
