@@ -54,7 +54,7 @@ def skip_without_rabbitmq() -> None:
 class RabbitMQNode:
     directory: Path
     command: list[str]
-    url: str
+    url: str = field(repr=False)  # holds the node's password
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     #: Seconds the last start took, process started -> login accepted.
     start_s: float = 0.0
