@@ -178,7 +178,7 @@ class RabbitMQStack:
 
     node: RabbitMQNode
     backend: RedisServer
-    stack: Stack
+    stack: Stack = field(repr=False)  # its env holds the broker URL, password included
 
 
 @pytest.fixture(scope="session")

@@ -196,3 +196,13 @@ def test_a_download_job_refused_on_redis_is_accepted_on_rabbitmq() -> None:
         *job, env={"CELERY_BROKER_URL": UNREACHABLE, "CELERY_RESULT_BACKEND": BACKEND_UNREACHABLE}
     )
     assert on_rabbitmq.returncode == ExitCode.BROKER_UNREACHABLE, on_rabbitmq.stderr
+
+
+def test_run_on_celery_uses_the_configured_rabbitmq(rabbitmq_stack: RabbitMQStack) -> None:
+    """`run --on celery` with an amqp broker configured starts its workers against it (no embedded
+    Redis) and gets the exact answer."""
+    result = on(rabbitmq_stack, "run", "sum", "1e5", "--on", "celery", "--json", timeout=120)
+    assert result.returncode == ExitCode.OK, result.stderr
+    report = json.loads(result.stdout)
+    assert report["value"] == check(Job("sum", 100_000, 16))
+    assert report["details"]["broker"] == "external"
