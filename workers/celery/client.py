@@ -131,10 +131,10 @@ class Client:
     def submit(self, job: Job) -> str:
         """Send the job's chord and return its id at once. Messages carry ranges, never data.
 
-        All or nothing: the chunk messages reach the broker at once (Redis: in one MULTI/EXEC), so a
-        broker that fails during the send (connection lost, out of memory) leaves none of them queued —
-        never part of a job whose chord could not complete. The job is then marked failed
-        (BrokerUnreachable is raised).
+        All or nothing: the chunk messages reach the broker at once (Redis: in one MULTI/EXEC;
+        RabbitMQ: in one AMQP transaction), so a broker that fails during the send (connection lost,
+        out of memory) leaves none of them queued — never part of a job whose chord could not
+        complete. The job is then marked failed (BrokerUnreachable is raised).
         """
         from celery import chord
 
