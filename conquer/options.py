@@ -323,14 +323,15 @@ def default_workers() -> int:
 def celery_settings() -> Settings:
     """This process's Celery settings (`workers.celery.settings`); a variable that cannot work is bad input
     (exit 2), read before anything is started or sent."""
-    from workers.celery.settings import ENV_BACKEND, ENV_BROKER, SettingsError, settings
+    from workers.celery.settings import ENV_BACKEND, ENV_BROKER, RESULT_BACKENDS, SettingsError, settings
 
     try:
         found = settings()
     except SettingsError as error:
         raise click.UsageError(str(error)) from None
     for name, url in ((ENV_BROKER, found.broker_url), (ENV_BACKEND, found.result_backend)):
-        _check_redis_url(name, url)
+        if url.partition("://")[0] in RESULT_BACKENDS:  # a Redis URL (a RabbitMQ one: Settings checked it)
+            _check_redis_url(name, url)
     return found
 
 

@@ -84,11 +84,11 @@ def stack_variables() -> list[tuple[str, str]]:
     return [
         (
             ENV_BROKER,
-            f"the stack's broker, a Redis URL [default: {DEFAULT_BROKER_URL}]; `conquer up` prints "
-            "the one it started",
+            f"the stack's broker, a Redis or RabbitMQ URL [default: {DEFAULT_BROKER_URL}]; `conquer up` "
+            "prints the one it started",
         ),
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
-        (ENV_BACKEND, "where results and progress are kept [default: the broker URL]"),
+        (ENV_BACKEND, "where results and progress are kept, in Redis [default: the Redis broker URL]"),
         (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
     ]
 

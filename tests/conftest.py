@@ -353,3 +353,8 @@ def keys_by_ttl(connection: redis.Redis, app: Celery) -> tuple[list[str], list[s
         elif ttl == -1 and key.removeprefix(prefix) not in exempt:  # -2: gone since the scan
             forever.append(key)
     return expiring, forever
+
+
+# The session's RabbitMQ stack (a private node; skipped where rabbitmq-server is not installed), defined
+# in its own module and imported here so that every test directory shares the one session instance.
+from tests.rabbitmq_server import rabbitmq_stack  # noqa: E402, F401

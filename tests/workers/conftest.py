@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from tests.conftest import Stack
+from tests.rabbitmq_server import RabbitMQStack
 from workers import ChunkResult, OnChunk
 
 
@@ -21,3 +23,14 @@ def kill_first_worker() -> OnChunk:
             os.kill(result.pid, signal.SIGKILL)
 
     return kill
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def broker_stack(request: pytest.FixtureRequest) -> Stack:
+    """The session's stack on each broker in turn: Redis (`celery_stack`), then RabbitMQ (a private
+    node, `tests.rabbitmq_server`; skipped in one line where rabbitmq-server is not installed)."""
+    if request.param == "redis":
+        stack: Stack = request.getfixturevalue("celery_stack")
+        return stack
+    rabbit: RabbitMQStack = request.getfixturevalue("rabbitmq_stack")
+    return rabbit.stack

@@ -33,26 +33,26 @@ def on_session_stack(stack: Stack) -> Deployment:
 
 
 @pytest.mark.parametrize("kind", JOBS)
-def test_each_kind_gets_the_exact_answer_through_the_chord(celery_stack: Stack, kind: str) -> None:
+def test_each_kind_gets_the_exact_answer_through_the_chord(broker_stack: Stack, kind: str) -> None:
     job = JOBS[kind]
     seen: list[ChunkResult] = []
-    report = run(job, workers=2, progress=seen.append, deployment=on_session_stack(celery_stack))
+    report = run(job, workers=2, progress=seen.append, deployment=on_session_stack(broker_stack))
     assert report.value == check(job)
     assert report.verified
     assert [chunk.index for chunk in report.chunks] == list(range(job.chunks))
     assert sorted(chunk.index for chunk in seen) == list(range(job.chunks))
     # Every chunk ran in a pool process of one of the stack's workers, never here.
-    assert {chunk.host for chunk in report.chunks} <= set(celery_stack.stack.worker_names)
+    assert {chunk.host for chunk in report.chunks} <= set(broker_stack.stack.worker_names)
     assert os.getpid() not in {chunk.pid for chunk in report.chunks}
     assert report.details["broker"] == "external"
 
 
-def test_a_raising_chunk_fails_the_job_naming_its_range(celery_stack: Stack) -> None:
+def test_a_raising_chunk_fails_the_job_naming_its_range(broker_stack: Stack) -> None:
     job = Job("sum", 1000, 4, fail_at=600)
     with pytest.raises(
         ChunkError, match=r"^chunk 2 \[501, 751\) failed: InjectedFault: injected fault at item 600$"
     ):
-        run(job, workers=2, deployment=on_session_stack(celery_stack))
+        run(job, workers=2, deployment=on_session_stack(broker_stack))
 
 
 def test_after_a_job_every_key_it_made_expires(celery_stack: Stack) -> None:

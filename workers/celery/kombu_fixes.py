@@ -66,13 +66,23 @@ def all_or_nothing(app: Celery) -> Iterator[None]:
             raise ExecutorError("this broker connection cannot send a job all or nothing")
         channel = producer.channel
         setattr(channel, "create_publish_batch", partial(_transaction(), channel))  # noqa: B010
-        holding = _HOLDING.set(producer)
         try:
-            with producer.batch(max_size=1_000_000):  # never flush part of a job early
+            with holding(app, producer), producer.batch(max_size=1_000_000):  # never flush part early
                 yield
         finally:
-            _HOLDING.reset(holding)
             delattr(channel, "create_publish_batch")  # the channel's own method again
+
+
+@contextmanager
+def holding(app: Celery, producer: Producer) -> Iterator[None]:
+    """Within: what this thread publishes through `app` — a chord's header included — goes through
+    `producer` (fix 2 of the module's docstring). The RabbitMQ broker's transaction uses it too."""
+    _route_through_holding_producer(app)
+    token = _HOLDING.set(producer)
+    try:
+        yield
+    finally:
+        _HOLDING.reset(token)
 
 
 @cache

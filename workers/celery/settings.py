@@ -6,14 +6,14 @@ prefix and the time limits. Nothing here imports Celery.
 
 | variable | default | meaning |
 |---|---|---|
-| CELERY_BROKER_URL | redis://localhost:6379/0 | the broker: `redis://`, `rediss://`, `redis+socket://` |
+| CELERY_BROKER_URL | redis://localhost:6379/0 | the broker: `redis[s]://`, `redis+socket://`, `amqp[s]://` |
 | CELERY_BROKER_URL_FILE | (none) | a file holding that URL instead, so the password is in no environment |
-| CELERY_RESULT_BACKEND | the broker URL | where results, chord counters and job progress live (Redis) |
+| CELERY_RESULT_BACKEND | the Redis broker URL | results, chord counters, progress (Redis; needed with amqp) |
 | CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
 | CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
 | CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes) or solo (the worker itself) |
 | CONQUER_VISIBILITY_TIMEOUT | 20 | seconds before an unacknowledged chunk is given to another worker |
-| CONQUER_CHUNK_TIME_LIMIT | 15 | seconds a chunk may run before it fails (soft limit; hard = +3 s) |
+| CONQUER_CHUNK_TIME_LIMIT | 15; amqp: 1500 | seconds a chunk may run before it fails (soft; hard = +3 s) |
 | CONQUER_RESULT_EXPIRES | 86400 | seconds results and job progress are kept in Redis |
 | CONQUER_TASK_EVENTS | 1 | workers send task events (what Flower shows); 0 saves their cost |
 """
@@ -32,7 +32,7 @@ from workers.celery.brokers import redis
 
 DEFAULT_BROKER_URL = "redis://localhost:6379/0"
 DEFAULT_VISIBILITY_TIMEOUT_S = 20
-DEFAULT_CHUNK_TIME_LIMIT_S = 15
+DEFAULT_CHUNK_TIME_LIMIT_S = redis.CHUNK_TIME_LIMIT_S
 DEFAULT_RESULT_EXPIRES_S = 86_400
 POOLS = ("prefork", "solo")
 
@@ -94,10 +94,20 @@ class Settings:
         broker = brokers.for_url(self.broker_url)
         if broker.REDELIVERS_AFTER_TIMEOUT and self.hard_time_limit >= self.visibility_timeout:
             # A chunk still running when its visibility timeout passes is handed to a second worker,
-            # and that copy to a third: each run would be redelivered before it could finish.
+            # and that copy to a third: each run would be redelivered before it could finish. Only
+            # where the broker has no acknowledgements (Redis); RabbitMQ requeues on a closed
+            # connection, so the visibility timeout means nothing there and this limit is lifted.
             raise SettingsError(
                 f"{ENV_VISIBILITY} ({self.visibility_timeout} s) must exceed the chunk hard time limit "
                 f"({ENV_TIME_LIMIT} + {HARD_LIMIT_MARGIN_S} = {self.hard_time_limit} s)"
+            )
+        if broker.CONSUMER_TIMEOUT_S is not None and self.hard_time_limit >= broker.CONSUMER_TIMEOUT_S:
+            # The broker takes back a delivery unacknowledged that long (RabbitMQ's consumer_timeout):
+            # a chunk still running would run again elsewhere.
+            raise SettingsError(
+                f"the chunk hard time limit ({ENV_TIME_LIMIT} + {HARD_LIMIT_MARGIN_S} = "
+                f"{self.hard_time_limit} s) must stay below {broker.NAME}'s consumer_timeout "
+                f"({broker.CONSUMER_TIMEOUT_S} s by default)"
             )
 
     @property
@@ -116,6 +126,16 @@ class Settings:
             if "://" not in broker:  # checked here, where the message can name the file, not print it
                 raise SettingsError(f"{ENV_BROKER_FILE}: {broker_file} does not hold a URL (redis://...)")
         backend = env.get(ENV_BACKEND, "").strip()
+        scheme = (broker or DEFAULT_BROKER_URL).partition("://")[0]
+        if broker and not backend and scheme in brokers.BROKERS and scheme not in RESULT_BACKENDS:
+            # Results, chord counters and job progress live in Redis whatever the broker: a RabbitMQ
+            # URL cannot stand in for the result backend as a Redis one does.
+            raise SettingsError(
+                f"{ENV_BROKER} is a {brokers.BROKERS[scheme].NAME} URL: set {ENV_BACKEND} to a Redis URL "
+                "too (results and job progress are kept in Redis whatever the broker)"
+            )
+        # The chunk time limit's default is the broker's (unknown scheme: refused in __post_init__).
+        chunk_limit = brokers.BROKERS.get(scheme, redis).CHUNK_TIME_LIMIT_S
         return cls(
             broker_url=broker or DEFAULT_BROKER_URL,
             broker_configured=bool(broker),
@@ -124,7 +144,7 @@ class Settings:
             worker_concurrency=_integer(env, ENV_CONCURRENCY, len(os.sched_getaffinity(0))),
             worker_pool=env.get(ENV_POOL, "").strip() or "prefork",
             visibility_timeout=_integer(env, ENV_VISIBILITY, DEFAULT_VISIBILITY_TIMEOUT_S),
-            chunk_time_limit=_integer(env, ENV_TIME_LIMIT, DEFAULT_CHUNK_TIME_LIMIT_S),
+            chunk_time_limit=_integer(env, ENV_TIME_LIMIT, chunk_limit),
             result_expires=_integer(env, ENV_EXPIRES, DEFAULT_RESULT_EXPIRES_S),
             task_events=_flag(env, ENV_EVENTS, default=True),
         )

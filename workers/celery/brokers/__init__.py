@@ -9,14 +9,15 @@ module and never names a broker.
 The result backend is not part of this choice: it is Redis whatever the broker (the chord's counters
 and the job store live there), so the Celery side uses `brokers.redis` for it directly.
 
-Adding a broker (issue 12: RabbitMQ) is one module implementing `Broker` and its line in `BROKERS`.
+Adding a broker is one module implementing `Broker` and its line in `_MODULES` (issue 12 added
+RabbitMQ that way: `brokers.rabbitmq`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
-from workers.celery.brokers import redis
+from workers.celery.brokers import rabbitmq, redis
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -38,6 +39,13 @@ class Broker(Protocol):
     #: has passed (the protocol has no acknowledgements; kombu emulates them): a chunk must then end
     #: before that timeout, or a second worker gets it while the first still runs it.
     REDELIVERS_AFTER_TIMEOUT: bool
+    #: The chunk time limit (soft, seconds) when CONQUER_CHUNK_TIME_LIMIT is unset: short where the
+    #: visibility timeout bounds it (Redis), long where only CONSUMER_TIMEOUT_S does (RabbitMQ).
+    CHUNK_TIME_LIMIT_S: int
+    #: Seconds after which the broker itself takes back a delivery still unacknowledged, whatever the
+    #: settings (RabbitMQ's `consumer_timeout`); the chunk hard time limit must stay below it. None
+    #: where no such server-side bound exists (Redis: the visibility timeout, a setting, is the bound).
+    CONSUMER_TIMEOUT_S: int | None
 
     def check_url(self, url: str) -> None:
         """Raise ValueError, saying why without quoting the URL (it may hold a password), if `url` —
@@ -70,7 +78,7 @@ class Broker(Protocol):
 
 
 #: Every broker module (mypy checks each against `Broker` here).
-_MODULES: tuple[Broker, ...] = (redis,)
+_MODULES: tuple[Broker, ...] = (redis, rabbitmq)
 
 #: Every broker, by URL scheme.
 BROKERS: dict[str, Broker] = {scheme: module for module in _MODULES for scheme in module.SCHEMES}

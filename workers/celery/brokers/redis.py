@@ -41,6 +41,13 @@ SCHEMES: tuple[str, ...] = ("redis", "rediss", "redis+socket")
 #: to another worker once `visibility_timeout` has passed without an ack.
 REDELIVERS_AFTER_TIMEOUT = True
 
+#: 15 s soft (18 s hard): below the 20 s visibility timeout, or a chunk still running would be handed
+#: to a second worker. (`workers.celery.settings` keeps this as its DEFAULT_CHUNK_TIME_LIMIT_S.)
+CHUNK_TIME_LIMIT_S = 15
+
+#: No server-side bound: the visibility timeout (a setting) is the one.
+CONSUMER_TIMEOUT_S: int | None = None
+
 #: How often a worker looks for chunks whose worker died (kombu's unacked-restore sweep), in seconds.
 #: kombu's defaults (every 10 s, but only every 10th time) make that 100 s; with 2 s, a SIGKILLed
 #: worker's chunks are back in the queue at most visibility_timeout + 2 s after it took them. The cost
