@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -48,10 +49,18 @@ SCALE = "docker compose up -d --scale worker=4 --wait"
 RESTART = "docker compose up -d --wait"
 STOP = "docker compose down"
 REMOVE = "docker compose down -v"
-README_COMMANDS = (UP, SHOW, SUBMIT, WORKERS, SCALE, RESTART, STOP, REMOVE)
+#: The second broker beside the first: RabbitMQ and its workers added to the running stack.
+RABBITMQ_UP = "docker compose --profile rabbitmq up -d --wait"
+RABBITMQ_SUBMIT = "docker compose run --rm cli-rabbitmq conquer submit sum 100000000 --wait"
+RABBITMQ_WORKERS = "docker compose run --rm cli-rabbitmq conquer workers"
+README_COMMANDS = (
+    UP, SHOW, SUBMIT, WORKERS, SCALE, RESTART, STOP, REMOVE, RABBITMQ_UP, RABBITMQ_SUBMIT, RABBITMQ_WORKERS
+)  # fmt: skip
 
 N = int(SUBMIT.split()[8])
 SCALED = int(SCALE.split("worker=")[1].split(maxsplit=1)[0])
+#: The generated passwords SHOW prints.
+PASSWORDS = ["FLOWER_PASSWORD", "RABBITMQ_PASSWORD", "REDIS_PASSWORD"]
 #: The login every clone used to fall back to without a `.env`.
 WELL_KNOWN = ("admin", "conquer-local-only")
 
@@ -60,7 +69,7 @@ def show(stack: Stack) -> dict[str, str]:
     """The stack's secrets, as SHOW prints them (`NAME=value` lines)."""
     lines = stack.read(SHOW).splitlines()
     shown = dict(line.split("=", 1) for line in lines)
-    assert sorted(shown) == ["FLOWER_PASSWORD", "FLOWER_USER", "REDIS_PASSWORD"], f"`{SHOW}` printed {lines}"
+    assert sorted(shown) == sorted([*PASSWORDS, "FLOWER_USER"]), f"`{SHOW}` printed {lines}"
     return shown
 
 
@@ -78,7 +87,7 @@ def check_flower_login(stack: Stack, good: tuple[str, str], *refused: tuple[str,
 
 def check_secrets_are_kept_secret(stack: Stack, shown: dict[str, str]) -> None:
     """Generated passwords, nobody's but this stack's, in nothing compose or the engine shows."""
-    for name in ("REDIS_PASSWORD", "FLOWER_PASSWORD"):
+    for name in PASSWORDS:
         assert re.fullmatch(r"[A-Za-z0-9_-]{32}", shown[name]), f"{name} is not a generated one"
         assert shown[name] != WELL_KNOWN[1]
     places = {
@@ -88,7 +97,7 @@ def check_secrets_are_kept_secret(stack: Stack, shown: dict[str, str]) -> None:
         **{f"docker inspect {c[:12]}": docker("inspect", c) for c in stack.containers()},
     }
     for place, text in places.items():
-        for name in ("REDIS_PASSWORD", "FLOWER_PASSWORD"):
+        for name in PASSWORDS:
             assert shown[name] not in text, f"{name} appears in `{place}`"
     print(f"    neither password in: {', '.join(places)}")
     # Written by the image's user (a root writer would leave uid 0), readable by its group only.
@@ -98,16 +107,15 @@ def check_secrets_are_kept_secret(stack: Stack, shown: dict[str, str]) -> None:
     modes = {line.split()[2]: tuple(line.split()[:2]) for line in listing.splitlines()}
     assert modes.pop(SECRETS_DIR) == ("10001:10001", "750"), listing
     assert sorted(Path(path).name for path in modes) == sorted(
-        ["broker-url", "flower-password", "flower-user", "redis-password"]
+        ["flower-password", "flower-user", "rabbitmq-password", "rabbitmq-url", "redis-password", "redis-url"]
     ), listing
     assert set(modes.values()) == {("10001:10001", "440")}, listing
     print(f"    {SECRETS_DIR}: 750, its files 440, all owned by 10001:10001")
 
 
-def check_non_root(stack: Stack) -> None:
+def check_non_root(stack: Stack, services: set[str]) -> None:
     """Every process of every running container, as the kernel sees it: real, effective, saved and
     filesystem uid of each, read from /proc inside the container; and the engine's own view (`top`)."""
-    services = {"redis", "worker", "flower"}
     # SERVICE # USER PID ...: a command with newlines (a `sh -c` script) continues on lines of its own.
     rows = [line.split() for line in stack.compose("top").splitlines()]
     users = {(row[0], row[2]) for row in rows if len(row) > 2 and row[0] in services and row[1].isdigit()}
@@ -125,7 +133,36 @@ def check_non_root(stack: Stack) -> None:
     print("    uids: " + ", ".join(seen))
 
 
-def check(stack: Stack) -> None:
+def check_rabbitmq(stack: Stack, shown: dict[str, str]) -> None:
+    """The profile adds RabbitMQ (password from the volume, nothing published) and workers that take
+    chunks from it; a job sent through it is exact, and its workers are the ones that answer."""
+    stack.run(RABBITMQ_UP)
+    rabbitmq = stack.containers("rabbitmq")
+    assert len(rabbitmq) == 1, rabbitmq
+    assert not docker("port", rabbitmq[0]).strip(), "RabbitMQ publishes a port"
+    output = stack.read(RABBITMQ_SUBMIT)
+    answer = re.search(r"answer\s+(\d+)", output)
+    assert answer, f"no answer through RabbitMQ in {output!r}"
+    assert int(answer[1]) == N * (N + 1) // 2, f"answer {answer[1]} != n(n+1)/2 through RabbitMQ"
+    print(f"    answer {answer[1]} = n(n+1)/2 through RabbitMQ")
+    listed = re.findall(r"^(worker\S*@\S+)", stack.read(RABBITMQ_WORKERS), re.MULTILINE)
+    assert listed, "no worker answered through RabbitMQ"
+    assert all(name.startswith("worker-rabbitmq@") for name in listed), listed
+    print(f"    `conquer workers` through RabbitMQ lists {', '.join(listed)}")
+    check_non_root(stack, {"rabbitmq", "worker-rabbitmq"})
+    # The generated password reached RabbitMQ: another one is refused at the AMQP handshake.
+    wrong = f"amqp://conquer:{shown['REDIS_PASSWORD']}@rabbitmq:5672//"
+    attempt = subprocess.run(
+        ["docker", "compose", "exec", "-T", "worker-rabbitmq", "python", "-c",
+         f"import kombu; kombu.Connection({wrong!r}, connect_timeout=5).connect()"],
+        cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert attempt.returncode != 0, "RabbitMQ let the conquer user in with another password"
+    assert "ACCESS_REFUSED" in attempt.stderr, attempt.stderr[-500:]
+    print("    RabbitMQ refuses the conquer user with another password; no port published")
+
+
+def check(stack: Stack) -> None:  # noqa: PLR0915 -- the documented story, in order, as one reads it
     with stack.step(f"{UP} (no .env)"):
         stack.run(UP)
     with stack.step(f"{SHOW}: generated, and secret"):
@@ -142,7 +179,7 @@ def check(stack: Stack) -> None:
         names = stack.wait_for_workers(SCALED, login(generated), within=60)
         print(f"    Flower lists {', '.join(names)}; the first worker was not restarted")
     with stack.step("every process of every container runs as a non-root uid"):
-        check_non_root(stack)
+        check_non_root(stack, {"redis", "worker", "flower"})
     with stack.step(SUBMIT):
         output = stack.read(SUBMIT)
         answer = re.search(r"answer\s+(\d+)", output)
@@ -160,9 +197,12 @@ def check(stack: Stack) -> None:
         # heartbeat. (The API's /api/workers is a cache of replies that keeps old names.)
         names = stack.wait_for_workers(1, login(generated), within=120, dashboard=True)
         print(f"    workers: {', '.join(names)}")
+    with stack.step(f"{RABBITMQ_UP}: RabbitMQ and its workers beside Redis's"):
+        check_rabbitmq(stack, generated)
     with stack.step(f"{STOP}, then {UP}: the same passwords"):
         stack.run(STOP)
-        assert not stack.compose("ps", "--quiet").split(), "containers still run after `down`"
+        running = docker("ps", "--quiet", "--filter", f"label=com.docker.compose.project={stack.project}")
+        assert not running.split(), "containers still run after `down` (the rabbitmq profile's too)"
         stack.run(UP)
         assert show(stack) == generated, "a restart changed the passwords"
         check_flower_login(stack, login(generated), WELL_KNOWN)
