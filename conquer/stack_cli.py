@@ -76,6 +76,7 @@ def stack_variables() -> list[tuple[str, str]]:
     from workers.celery.settings import (
         DEFAULT_BROKER_URL,
         ENV_BACKEND,
+        ENV_BACKEND_FILE,
         ENV_BROKER,
         ENV_BROKER_FILE,
         ENV_PREFIX,
@@ -89,6 +90,7 @@ def stack_variables() -> list[tuple[str, str]]:
         ),
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
         (ENV_BACKEND, "where results and progress are kept, in Redis [default: the Redis broker URL]"),
+        (ENV_BACKEND_FILE, "a file holding that URL instead [default: unset]"),
         (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
     ]
 

@@ -106,6 +106,10 @@ RUN_ELSEWHERE = {
     "docker compose run --rm cli conquer workers": COMPOSE_UP,
     "docker compose up -d --scale worker=4 --wait": COMPOSE_UP,
     "docker compose up -d --wait": COMPOSE_UP,
+    "docker compose --profile rabbitmq up -d --wait": COMPOSE_UP,
+    "docker compose run --rm cli-rabbitmq conquer submit sum 100000000 --wait": COMPOSE_UP,
+    "docker compose run --rm cli-rabbitmq conquer workers": COMPOSE_UP,
+    "docker compose --profile rabbitmq down -v": COMPOSE_UP,
 }
 
 

@@ -16,12 +16,22 @@ COMPOSE_FILE = ROOT / "compose.yaml"
 DOCKER_COMPOSE = Path(compose.__file__).with_name("docker-compose")
 
 #: The variables compose.yaml reads; a developer's own values never leak into what tests expect.
-COMPOSE_VARIABLES = ("REDIS_PASSWORD", "FLOWER_USER", "FLOWER_PASSWORD", "FLOWER_PORT", "WORKER_CONCURRENCY")
+COMPOSE_VARIABLES = (
+    "REDIS_PASSWORD",
+    "FLOWER_USER",
+    "FLOWER_PASSWORD",
+    "RABBITMQ_PASSWORD",
+    "FLOWER_PORT",
+    "WORKER_CONCURRENCY",
+)
+
+#: Every profile compose.yaml has: `cli` (the CLI services, for `docker compose run`) and `rabbitmq`.
+PROFILES = ("cli", "rabbitmq")
 
 
-def rendered(**variables: str) -> dict[str, Any]:
-    """`docker compose config` as JSON, with the cli profile enabled and only `variables` set (a
-    developer's own `.env` is ignored: `--env-file /dev/null`)."""
+def rendered(*, profiles: tuple[str, ...] = PROFILES, **variables: str) -> dict[str, Any]:
+    """`docker compose config` as JSON, with `profiles` enabled (all of them unless told) and only
+    `variables` set (a developer's own `.env` is ignored: `--env-file /dev/null`)."""
     env = {key: value for key, value in os.environ.items() if key not in COMPOSE_VARIABLES}
     env.update(variables)
     result = subprocess.run(
@@ -31,8 +41,7 @@ def rendered(**variables: str) -> dict[str, Any]:
             str(COMPOSE_FILE),
             "--env-file",
             os.devnull,
-            "--profile",
-            "cli",
+            *(f"--profile={profile}" for profile in profiles),
             "config",
             "--format",
             "json",

@@ -89,12 +89,55 @@ def seconds(duration: str) -> float:
 
 def test_every_app_service_runs_the_one_image_with_the_same_broker(config: dict[str, Any]) -> None:
     services = config["services"]
-    apps = {name: services[name] for name in ("secrets", "worker", "flower", "cli")}
+    names = ("secrets", "worker", "flower", "cli", "worker-rabbitmq", "cli-rabbitmq")
+    apps = {name: services[name] for name in names}
     assert {service["image"] for service in apps.values()} == {"conquer:local"}
     for name in ("worker", "flower", "cli"):
-        assert services[name]["environment"]["CELERY_BROKER_URL_FILE"] == f"{SECRETS_DIR}/broker-url"
-        assert "CELERY_BROKER_URL" not in services[name]["environment"]
-    assert services["cli"]["profiles"] == ["cli"]
+        assert services[name]["environment"]["CELERY_BROKER_URL_FILE"] == f"{SECRETS_DIR}/redis-url"
+    for name in ("worker-rabbitmq", "cli-rabbitmq"):
+        # Chunks through RabbitMQ, results and progress in Redis.
+        assert services[name]["environment"]["CELERY_BROKER_URL_FILE"] == f"{SECRETS_DIR}/rabbitmq-url"
+        assert services[name]["environment"]["CELERY_RESULT_BACKEND_FILE"] == f"{SECRETS_DIR}/redis-url"
+    for name in apps:
+        assert not {"CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"} & set(services[name].get("environment", {}))
+    assert services["cli"]["profiles"] == services["cli-rabbitmq"]["profiles"] == ["cli"]
+
+
+def test_without_a_profile_there_is_no_rabbitmq() -> None:
+    """Redis is the default: `docker compose up` starts exactly the Redis stack."""
+    assert sorted(rendered(profiles=())["services"]) == ["flower", "redis", "secrets", "worker"]
+
+
+def test_rabbitmq_is_private_persistent_healthchecked_and_never_root(config: dict[str, Any]) -> None:
+    rabbitmq = config["services"]["rabbitmq"]
+    assert rabbitmq["profiles"] == ["rabbitmq"]
+    assert "ports" not in rabbitmq
+    assert rabbitmq["user"] == "rabbitmq"
+    assert rabbitmq["group_add"] == config["services"]["redis"]["group_add"]  # may read the secrets
+    # A fixed node name (rabbit@<hostname>) finds its data directory again after a re-creation.
+    assert rabbitmq["hostname"] == "rabbitmq"
+    data = [volume for volume in rabbitmq["volumes"] if volume["target"] == "/var/lib/rabbitmq"]
+    assert [volume["type"] for volume in data] == ["volume"]
+    # The password from the secrets volume into the server's environment only, never the container's.
+    script = rabbitmq["entrypoint"][2]
+    assert "RABBITMQ_DEFAULT_PASS=$$(cat /var/lib/conquer-secrets/rabbitmq-password) || exit 1" in script
+    assert "exec docker-entrypoint.sh rabbitmq-server" in script
+    assert rabbitmq["environment"] == {"RABBITMQ_DEFAULT_USER": "conquer"}
+    assert "check_port_connectivity" in rabbitmq["healthcheck"]["test"]
+
+
+def test_rabbitmq_workers_wait_for_both_brokers_and_prove_they_serve(config: dict[str, Any]) -> None:
+    worker = config["services"]["worker-rabbitmq"]
+    assert worker["profiles"] == ["rabbitmq"]
+    assert worker["depends_on"]["rabbitmq"]["condition"] == "service_healthy"
+    assert worker["depends_on"]["redis"]["condition"] == "service_healthy"
+    # The healthcheck pings the name the worker gives itself.
+    hostname = next(part for part in worker["command"] if part.startswith("--hostname="))
+    assert hostname == "--hostname=worker-rabbitmq@%h"
+    assert '--destination "worker-rabbitmq@$$HOSTNAME"' in " ".join(worker["healthcheck"]["test"])
+    assert config["services"]["worker"]["command"] == [
+        "--hostname=worker@%h" if part == hostname else part for part in worker["command"]
+    ]
 
 
 def test_no_password_is_written_in_the_file_or_rendered() -> None:
@@ -106,6 +149,7 @@ def test_no_password_is_written_in_the_file_or_rendered() -> None:
         "REDIS_PASSWORD": "",
         "FLOWER_USER": "",
         "FLOWER_PASSWORD": "",
+        "RABBITMQ_PASSWORD": "",
     }
     for name, service in services.items():
         for variable, value in service.get("environment", {}).items():

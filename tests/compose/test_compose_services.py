@@ -154,7 +154,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     volume.mkdir()
     settled = settle_secrets(config, volume, env=running.env("secrets"))
     assert settled.returncode == 0, settled.stderr
-    broker_url = volume / "broker-url"
+    broker_url = volume / "redis-url"
     broker_url.chmod(0o640)
     broker_url.write_text(running.localize(broker_url.read_text()))
     try:

@@ -273,7 +273,7 @@ def test_every_stack_command_names_the_variables_it_reads_and_their_defaults(com
     assert names, block
     for name in names:  # each variable named has its default
         assert re.search(rf"{name} [^\[]*\[default: [^\]]+\]", block), name
-    assert set(names) <= set(Settings().to_env()) | {"CELERY_BROKER_URL_FILE"}
+    assert set(names) <= set(Settings().to_env()) | {"CELERY_BROKER_URL_FILE", "CELERY_RESULT_BACKEND_FILE"}
 
 
 def test_the_readme_lists_every_exit_status_and_no_other() -> None:

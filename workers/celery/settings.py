@@ -9,6 +9,7 @@ prefix and the time limits. Nothing here imports Celery.
 | CELERY_BROKER_URL | redis://localhost:6379/0 | the broker: `redis[s]://`, `redis+socket://`, `amqp[s]://` |
 | CELERY_BROKER_URL_FILE | (none) | a file holding that URL instead, so the password is in no environment |
 | CELERY_RESULT_BACKEND | the Redis broker URL | results, chord counters, progress (Redis; needed with amqp) |
+| CELERY_RESULT_BACKEND_FILE | (none) | a file holding that URL instead (compose's RabbitMQ workers use it) |
 | CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
 | CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
 | CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes), threads, or solo (the worker itself) |
@@ -43,6 +44,7 @@ HARD_LIMIT_MARGIN_S = 3
 #: Names of the variables, as the README and error messages spell them.
 ENV_BROKER = "CELERY_BROKER_URL"
 ENV_BROKER_FILE = "CELERY_BROKER_URL_FILE"
+ENV_BACKEND_FILE = "CELERY_RESULT_BACKEND_FILE"
 ENV_BACKEND = "CELERY_RESULT_BACKEND"
 ENV_PREFIX = "CONQUER_KEY_PREFIX"
 ENV_CONCURRENCY = "CONQUER_WORKER_CONCURRENCY"
@@ -117,15 +119,8 @@ class Settings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
-        broker = env.get(ENV_BROKER, "").strip()
-        broker_file = env.get(ENV_BROKER_FILE, "").strip()
-        if broker_file:
-            if broker:
-                raise SettingsError(f"set {ENV_BROKER} or {ENV_BROKER_FILE}, not both")
-            broker = _secret_file(ENV_BROKER_FILE, broker_file)
-            if "://" not in broker:  # checked here, where the message can name the file, not print it
-                raise SettingsError(f"{ENV_BROKER_FILE}: {broker_file} does not hold a URL (redis://...)")
-        backend = env.get(ENV_BACKEND, "").strip()
+        broker = _url(env, ENV_BROKER, ENV_BROKER_FILE)
+        backend = _url(env, ENV_BACKEND, ENV_BACKEND_FILE)
         scheme = (broker or DEFAULT_BROKER_URL).partition("://")[0]
         if broker and not backend and scheme in brokers.BROKERS and scheme not in RESULT_BACKENDS:
             # Results, chord counters and job progress live in Redis whatever the broker: a RabbitMQ
@@ -180,6 +175,21 @@ def _check_url(name: str, url: str, servers: Mapping[str, brokers.Broker]) -> No
         server.check_url(url)
     except ValueError as error:
         raise SettingsError(f"{name} is {mask(url)!r}: {error}") from None
+
+
+def _url(env: Mapping[str, str], name: str, file_name: str) -> str:
+    """The URL in the variable `name`, or in the file that `file_name` names (the Docker `*_FILE`
+    convention: compose's secrets volume), or ''."""
+    url = env.get(name, "").strip()
+    path = env.get(file_name, "").strip()
+    if not path:
+        return url
+    if url:
+        raise SettingsError(f"set {name} or {file_name}, not both")
+    url = _secret_file(file_name, path)
+    if "://" not in url:  # checked here, where the message can name the file, not print it
+        raise SettingsError(f"{file_name}: {path} does not hold a URL (redis://...)")
+    return url
 
 
 def _secret_file(name: str, path: str) -> str:
