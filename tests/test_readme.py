@@ -95,6 +95,7 @@ RUN_ELSEWHERE = {
         ("--items", "30", "--latency", "0.05"),
         why="a window: the test runs the module under Xvfb and clicks its buttons, with short downloads",
     ),
+    "conquer demo hosts": RunsIn("tests/demos/test_hosts_demo.py"),
     "conquer up --workers 2": RunsIn(
         "tests/conquer/test_stack_cli.py",
         ("up", "--workers", "2", "--flower-port", ANY),
