@@ -6,9 +6,10 @@ with its own name, ports, data, logs, Erlang cookie, user and epmd, all in a 070
 and the helpers it forks, and the epmd it starts, which daemonizes and becomes this (subreaper)
 process's child — are all stopped by `close`, and `leftovers` says if any is not.
 
-Measured start, process started -> AMQP login accepted: 7-10 s on the 2-core VM at load 2-5 (the
-Erlang VM boots, then RabbitMQ's own boot steps take about 5 s); a restart on the same data about
-the same. Hence one node for the whole session (`rabbitmq_stack`), and one per drill that stops it.
+Measured start, process started -> AMQP login accepted: 6.8-11.5 s on the 2-core VM at load 3-10
+(the Erlang VM boots, then RabbitMQ's own boot steps take about 5 s); a restart on the same data,
+stop included, 4.9-11.3 s. Hence one node for the whole session (`rabbitmq_stack`), and one per
+drill module.
 
 Where `rabbitmq-server` is not installed, the tests that need a node are skipped with one line.
 """
@@ -19,6 +20,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -36,10 +38,26 @@ from workers.celery.brokers import rabbitmq
 if TYPE_CHECKING:
     from workers.celery.settings import Settings
 
-#: How long a starting node may take to accept a login: several times the 7-10 s measured.
+#: How long a starting node may take to accept a login: five times the 6.8-11.5 s measured.
 START_DEADLINE_S = 60
 #: How long a node gets to stop cleanly (SIGTERM: RabbitMQ's own shutdown) before SIGKILL.
 STOP_GRACE_S = 15
+
+
+#: Runs the node's command as a child subreaper that also gets SIGTERM should this process die
+#: (prctl, Linux; both settings survive exec): every minute RabbitMQ re-checks its epmd by starting an
+#: `erl`, which starts an `epmd -daemon` that exits at once (the port is taken) — orphans that would
+#: otherwise be reparented to pytest (a subreaper itself, tests/conftest.py) and, on a loaded machine,
+#: be seen alive by the leftover check. Reparented to the node's own script instead, they are reaped
+#: there, inside the node's session. And a test run killed outright stops its nodes (the script traps
+#: SIGTERM and stops RabbitMQ) instead of leaving them running.
+SUBREAPER = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
 
 
 def skip_without_rabbitmq() -> None:
@@ -64,7 +82,10 @@ class RabbitMQNode:
         began = time.monotonic()
         with (self.directory / "server.out").open("ab") as out:
             self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-c", SUBREAPER, *self.command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = began + START_DEADLINE_S
         while True:
@@ -279,11 +300,12 @@ def drill_broker(directory: Path, *, kept: bool) -> Iterator[DrillBroker]:
             SESSION_PROCESSES.difference_update(found.kept)
 
 
-def queue_depth(url: str, queue: str = "conquer") -> int:
-    """Messages ready in `queue` on the node at `url` (not those delivered and unacknowledged)."""
+def queue_depth(node: RabbitMQNode, queue: str = "conquer") -> int:
+    """Messages ready in `queue` on `node` (not those delivered and unacknowledged). Takes the node,
+    not its URL, so that a failing assertion does not print the password."""
     from kombu import Connection
 
-    with Connection(url, connect_timeout=3) as connection:
+    with Connection(node.url, connect_timeout=3) as connection:
         channel: Any = connection.default_channel
         try:
             _, messages, _ = channel.queue_declare(queue=queue, passive=True)
