@@ -195,11 +195,40 @@ def leftovers(node: RabbitMQNode, pids: set[int]) -> list[str]:
 
 @dataclass(frozen=True)
 class RabbitMQStack:
-    """The session's RabbitMQ stack: the node, the Redis result backend, and the usual `Stack`."""
+    """The session's RabbitMQ stack: the node, the Redis result backend's URL, and the usual `Stack`."""
 
     node: RabbitMQNode
-    backend: RedisServer
+    backend: str
     stack: Stack = field(repr=False)  # its env holds the broker URL, password included
+
+
+@contextmanager
+def socket_redis(directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A Redis on a Unix socket in `directory`, as the embedded stack runs it (`server_command`): no
+    TCP port, so a test that looks for its own server among this process's listening children
+    (tests/workers/test_managers.py) cannot take it for one."""
+    from workers.celery.brokers import redis
+
+    command, url = redis.server_command(directory)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            try:
+                redis.ping(url, timeout=1)
+                break
+            except redis.errors(transient_only=True):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the result backend's Redis did not start") from None
+                time.sleep(0.02)
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -215,14 +244,14 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
 
     with (
         rabbitmq_node(tmp_path_factory.mktemp("rabbitmq")) as node,
-        redis_server(tmp_path_factory.mktemp("rabbitmq-backend")) as backend,
+        socket_redis(tmp_path_factory.mktemp("rabbitmq-backend")) as (backend, backend_url),
     ):
-        own = node.pids() | ({backend.process.pid} if backend.process else set())
+        own = node.pids() | {backend.pid}
         SESSION_PROCESSES.update(own)
         settings = Settings(
             broker_url=node.url,
             broker_configured=True,
-            result_backend=backend.url,
+            result_backend=backend_url,
             key_prefix=f"conquer-amqp-{secrets.token_hex(4)}",
             worker_concurrency=1,
         )
@@ -232,7 +261,9 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
             client = Client(stack.app, stack.settings)
             connection = redis_client(stack.settings.result_backend)
             try:
-                yield RabbitMQStack(node, backend, Stack(stack, client, connection, stack.settings.to_env()))
+                yield RabbitMQStack(
+                    node, backend_url, Stack(stack, client, connection, stack.settings.to_env())
+                )
             finally:
                 connection.close()
                 SESSION_PROCESSES.difference_update(workers | own)
