@@ -284,14 +284,8 @@ class DrillBroker:
 
     def restart(self, *, crash: bool = False) -> None:
         """Stop the node (SIGTERM, or SIGKILL with `crash`) and start it again on the same data."""
-        from kombu import pools
-
         self.node.restart(crash=crash)
-        # kombu keeps producer pools per connection URL for the whole process (remote control's
-        # broadcasts use them): after a restart, their connections to the same URL are dead, and the
-        # next stack's `ping` would write to one. A process that lives across a broker restart is a
-        # test's doing: `conquer` commands are short-lived.
-        pools.reset()
+        forget_pools(self.node)
         if self.kept:
             SESSION_PROCESSES.difference_update(self.kept)
             self.kept = self.node.pids() | ({self.backend.process.pid} if self.backend.process else set())
@@ -310,6 +304,24 @@ class DrillBroker:
         return Settings(
             broker_url=self.node.url, broker_configured=True, result_backend=self.backend.url, **fields
         )
+
+
+def forget_pools(node: RabbitMQNode) -> None:
+    """Close and drop kombu's process-wide pools of connections to `node` (and only those: the
+    session's Redis stack holds on to its own).
+
+    kombu keeps producer and connection pools per broker connection for the whole process (remote
+    control's broadcasts use them): after a restart, the pooled connections to the node are dead, and
+    the next stack's `ping` would write to one. A process that outlives a broker restart is a test's
+    doing: `conquer` commands are short-lived."""
+    from kombu import pools
+
+    port = int(node.url.rpartition(":")[2].rstrip("/"))
+    for group in (pools.connections, pools.producers):
+        # Keyed by the connection's identity: (transport, host, user, password, vhost, port, ...).
+        for key in [key for key in group if len(key) > 5 and key[5] == port]:
+            with suppress(Exception):  # closing a dead connection may raise anything kombu can
+                group.pop(key).force_close_all()
 
 
 @contextmanager
