@@ -6,9 +6,10 @@ with its own name, ports, data, logs, Erlang cookie, user and epmd, all in a 070
 and the helpers it forks, and the epmd it starts, which daemonizes and becomes this (subreaper)
 process's child — are all stopped by `close`, and `leftovers` says if any is not.
 
-Measured start, process started -> AMQP login accepted: 7-10 s on the 2-core VM at load 2-5 (the
-Erlang VM boots, then RabbitMQ's own boot steps take about 5 s); a restart on the same data about
-the same. Hence one node for the whole session (`rabbitmq_stack`), and one per drill that stops it.
+Measured start, process started -> AMQP login accepted: 6.8-11.5 s on the 2-core VM at load 3-10
+(the Erlang VM boots, then RabbitMQ's own boot steps take about 5 s); a restart on the same data,
+stop included, 4.9-11.3 s. Hence one node for the whole session (`rabbitmq_stack`), and one per
+drill module.
 
 Where `rabbitmq-server` is not installed, the tests that need a node are skipped with one line.
 """
@@ -19,6 +20,7 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -36,10 +38,26 @@ from workers.celery.brokers import rabbitmq
 if TYPE_CHECKING:
     from workers.celery.settings import Settings
 
-#: How long a starting node may take to accept a login: several times the 7-10 s measured.
+#: How long a starting node may take to accept a login: five times the 6.8-11.5 s measured.
 START_DEADLINE_S = 60
 #: How long a node gets to stop cleanly (SIGTERM: RabbitMQ's own shutdown) before SIGKILL.
 STOP_GRACE_S = 15
+
+
+#: Runs the node's command as a child subreaper that also gets SIGTERM should this process die
+#: (prctl, Linux; both settings survive exec): every minute RabbitMQ re-checks its epmd by starting an
+#: `erl`, which starts an `epmd -daemon` that exits at once (the port is taken) — orphans that would
+#: otherwise be reparented to pytest (a subreaper itself, tests/conftest.py) and, on a loaded machine,
+#: be seen alive by the leftover check. Reparented to the node's own script instead, they are reaped
+#: there, inside the node's session. And a test run killed outright stops its nodes (the script traps
+#: SIGTERM and stops RabbitMQ) instead of leaving them running.
+SUBREAPER = """
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+os.execvp(sys.argv[1], sys.argv[1:])
+"""
 
 
 def skip_without_rabbitmq() -> None:
@@ -64,7 +82,10 @@ class RabbitMQNode:
         began = time.monotonic()
         with (self.directory / "server.out").open("ab") as out:
             self.process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-c", SUBREAPER, *self.command],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = began + START_DEADLINE_S
         while True:
@@ -174,11 +195,40 @@ def leftovers(node: RabbitMQNode, pids: set[int]) -> list[str]:
 
 @dataclass(frozen=True)
 class RabbitMQStack:
-    """The session's RabbitMQ stack: the node, the Redis result backend, and the usual `Stack`."""
+    """The session's RabbitMQ stack: the node, the Redis result backend's URL, and the usual `Stack`."""
 
     node: RabbitMQNode
-    backend: RedisServer
+    backend: str
     stack: Stack = field(repr=False)  # its env holds the broker URL, password included
+
+
+@contextmanager
+def socket_redis(directory: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A Redis on a Unix socket in `directory`, as the embedded stack runs it (`server_command`): no
+    TCP port, so a test that looks for its own server among this process's listening children
+    (tests/workers/test_managers.py) cannot take it for one."""
+    from workers.celery.brokers import redis
+
+    command, url = redis.server_command(directory)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + START_DEADLINE_S
+        while True:
+            try:
+                redis.ping(url, timeout=1)
+                break
+            except redis.errors(transient_only=True):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the result backend's Redis did not start") from None
+                time.sleep(0.02)
+        yield process, url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")
@@ -194,14 +244,14 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
 
     with (
         rabbitmq_node(tmp_path_factory.mktemp("rabbitmq")) as node,
-        redis_server(tmp_path_factory.mktemp("rabbitmq-backend")) as backend,
+        socket_redis(tmp_path_factory.mktemp("rabbitmq-backend")) as (backend, backend_url),
     ):
-        own = node.pids() | ({backend.process.pid} if backend.process else set())
+        own = node.pids() | {backend.pid}
         SESSION_PROCESSES.update(own)
         settings = Settings(
             broker_url=node.url,
             broker_configured=True,
-            result_backend=backend.url,
+            result_backend=backend_url,
             key_prefix=f"conquer-amqp-{secrets.token_hex(4)}",
             worker_concurrency=1,
         )
@@ -211,7 +261,9 @@ def rabbitmq_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitM
             client = Client(stack.app, stack.settings)
             connection = redis_client(stack.settings.result_backend)
             try:
-                yield RabbitMQStack(node, backend, Stack(stack, client, connection, stack.settings.to_env()))
+                yield RabbitMQStack(
+                    node, backend_url, Stack(stack, client, connection, stack.settings.to_env())
+                )
             finally:
                 connection.close()
                 SESSION_PROCESSES.difference_update(workers | own)
@@ -232,14 +284,8 @@ class DrillBroker:
 
     def restart(self, *, crash: bool = False) -> None:
         """Stop the node (SIGTERM, or SIGKILL with `crash`) and start it again on the same data."""
-        from kombu import pools
-
         self.node.restart(crash=crash)
-        # kombu keeps producer pools per connection URL for the whole process (remote control's
-        # broadcasts use them): after a restart, their connections to the same URL are dead, and the
-        # next stack's `ping` would write to one. A process that lives across a broker restart is a
-        # test's doing: `conquer` commands are short-lived.
-        pools.reset()
+        forget_pools(self.node)
         if self.kept:
             SESSION_PROCESSES.difference_update(self.kept)
             self.kept = self.node.pids() | ({self.backend.process.pid} if self.backend.process else set())
@@ -258,6 +304,24 @@ class DrillBroker:
         return Settings(
             broker_url=self.node.url, broker_configured=True, result_backend=self.backend.url, **fields
         )
+
+
+def forget_pools(node: RabbitMQNode) -> None:
+    """Close and drop kombu's process-wide pools of connections to `node` (and only those: the
+    session's Redis stack holds on to its own).
+
+    kombu keeps producer and connection pools per broker connection for the whole process (remote
+    control's broadcasts use them): after a restart, the pooled connections to the node are dead, and
+    the next stack's `ping` would write to one. A process that outlives a broker restart is a test's
+    doing: `conquer` commands are short-lived."""
+    from kombu import pools
+
+    port = int(node.url.rpartition(":")[2].rstrip("/"))
+    for group in (pools.connections, pools.producers):
+        # Keyed by the connection's identity: (transport, host, user, password, vhost, port, ...).
+        for key in [key for key in group if len(key) > 5 and key[5] == port]:
+            with suppress(Exception):  # closing a dead connection may raise anything kombu can
+                group.pop(key).force_close_all()
 
 
 @contextmanager
@@ -279,11 +343,12 @@ def drill_broker(directory: Path, *, kept: bool) -> Iterator[DrillBroker]:
             SESSION_PROCESSES.difference_update(found.kept)
 
 
-def queue_depth(url: str, queue: str = "conquer") -> int:
-    """Messages ready in `queue` on the node at `url` (not those delivered and unacknowledged)."""
+def queue_depth(node: RabbitMQNode, queue: str = "conquer") -> int:
+    """Messages ready in `queue` on `node` (not those delivered and unacknowledged). Takes the node,
+    not its URL, so that a failing assertion does not print the password."""
     from kombu import Connection
 
-    with Connection(url, connect_timeout=3) as connection:
+    with Connection(node.url, connect_timeout=3) as connection:
         channel: Any = connection.default_channel
         try:
             _, messages, _ = channel.queue_declare(queue=queue, passive=True)

@@ -27,8 +27,9 @@ from workers.celery.localstack import local_stack
 from workers.celery.settings import mask
 
 #: Deadline for a job that has to survive a node restart: the node is down for its stop and its boot
-#: (about 1 s + 7-10 s measured here), and workers retry the connection after 2, 4, 6 ... s (kombu's
-#: defaults), so one that has just missed the node waits up to 8 s more.
+#: (4.9-21.1 s measured here, at load 2-10), and workers retry the connection after 2, 4, 6 ... s
+#: (kombu's defaults), so one that has just missed the node waits longer still: the job was done
+#: 3.2-16.9 s after the node answered. 90 s is twice the worst of those added up.
 RECOVERY_S = 90
 
 
@@ -65,7 +66,7 @@ def test_a_job_survives_a_rabbitmq_restart_mid_job_with_the_exact_answer(broker:
             f"\n[rabbitmq drill 3] node down {up - stopped:.1f} s (stop + boot); "
             f"job done {done - up:.1f} s after it answered; {status.attempts} chunk runs for {status.total}"
         )
-        wait_until(lambda: queue_depth(broker.node.url) == 0, 30, "chunks left in the queue")
+        wait_until(lambda: queue_depth(broker.node) == 0, 30, "chunks left in the queue")
         wait_until(lambda: client.status(job_id).combines >= 1, 10, "no combine recorded")
         assert client.status(job_id).combines == 1
         # The workers consume again: a fresh job goes all the way through them.
@@ -103,7 +104,7 @@ def test_rabbitmq_down_at_submit_exits_3_in_one_line_and_sends_nothing(broker: D
             took.append(elapsed)
     finally:
         broker.restart()
-    assert queue_depth(broker.node.url) == 0
+    assert queue_depth(broker.node) == 0
     print(f"\n[rabbitmq drill 5] node down: exit 3 after {min(took):.2f}-{max(took):.2f} s")
 
 
@@ -150,7 +151,7 @@ def test_a_submit_that_loses_rabbitmq_midway_leaves_no_chunk_to_run(broker: Dril
         assert f"to {mask(through_proxy)} failed" in failure, failure
         assert "none of its chunks will run" in failure
         job_id = failure.split()[2]
-    assert queue_depth(broker.node.url) == 0
+    assert queue_depth(broker.node) == 0
     with local_stack(settings, workers=2) as stack:
         client = Client(stack.app, stack.settings)
         follow_up = Job("sum", 1_000, 4)
@@ -166,7 +167,11 @@ def test_a_submit_that_loses_rabbitmq_midway_leaves_no_chunk_to_run(broker: Dril
 def test_with_no_worker_on_rabbitmq_submit_exits_8_and_sends_nothing(broker: DrillBroker) -> None:
     """The node answers but no worker consumes its queue: `submit`'s question (`active_queues` over
     remote control, a fanout exchange on RabbitMQ) gets no answer, so nothing is sent (exit 8)."""
+    before = queue_depth(broker.node)
     result = conquer("submit", "sum", "1000", env=broker.settings().to_env())
     assert result.returncode == ExitCode.NO_WORKER, result.stderr
     assert "nothing was sent" in one_line(result.stderr)
-    assert queue_depth(broker.node.url) == 0
+    # Not "empty": once in 5 runs of this module, one message was left in the queue by an earlier
+    # drill's stack (not identified yet; see the report of issue 12). What this submit sent is the
+    # difference.
+    assert queue_depth(broker.node) == before

@@ -32,7 +32,7 @@ def on(rabbit: RabbitMQStack, *args: str, timeout: float = 60) -> subprocess.Com
 def test_the_stack_s_broker_is_rabbitmq_and_its_backend_redis(rabbitmq_stack: RabbitMQStack) -> None:
     settings = rabbitmq_stack.stack.stack.settings
     assert settings.broker_url.startswith("amqp://")
-    assert settings.result_backend.startswith("redis://")
+    assert settings.result_backend.startswith("redis+socket://")
     assert rabbitmq_stack.stack.stack.app.conf.broker_heartbeat == 5
 
 

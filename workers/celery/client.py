@@ -163,7 +163,9 @@ class Client:
             self.store.create(job_id, job)
         except redis.errors() as error:
             raise BrokerUnreachable(
-                f"recording job {job_id} at {url} failed: {_reason(error)}; nothing was sent"
+                # The job store is in the result backend, which is not the broker on RabbitMQ.
+                f"recording job {job_id} at {mask(self.settings.result_backend)} failed: "
+                f"{_reason(error)}; nothing was sent"
             ) from None
         try:
             with self.broker.all_or_nothing(self.app):
