@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -99,6 +100,41 @@ def expire_now(connection: redis.Redis, keys: list[str]) -> None:
         connection.delete(*keys[start : start + 500])
 
 
+def exact_load(env: dict[str, str]) -> tuple[list[dict[str, Any]], float]:
+    """JOBS jobs of SIZES from CLIENTS client processes at once, against the stack `env` names; check
+    that every answer came back exact, and return the answers (`id`, `n`, `state`, `value`) and the
+    wall time."""
+    shares = [SIZES[index::CLIENTS] for index in range(CLIENTS)]
+    began = time.monotonic()
+    clients = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLIENT, *map(str, share)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **env},
+        )
+        for share in shares
+    ]
+    outputs = []
+    try:
+        for process in clients:
+            remaining = LOAD_DEADLINE_S - (time.monotonic() - began)
+            stdout, stderr = process.communicate(timeout=max(remaining, 1))
+            assert process.returncode == 0, stderr
+            outputs.append(stdout)
+    finally:
+        for process in clients:
+            process.kill()
+            process.communicate()
+    wall = time.monotonic() - began
+    answers = [json.loads(line) for stdout in outputs for line in stdout.splitlines()]
+    assert sorted(answer["n"] for answer in answers) == SIZES
+    wrong = [a for a in answers if a["state"] != SUCCESS or a["value"] != check(Job("sum", a["n"], CHUNKS))]
+    assert wrong == []
+    return answers, wall
+
+
 def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(tmp_path: Path) -> None:
     settings = Settings(key_prefix=f"load-{secrets.token_hex(4)}", worker_concurrency=1, task_events=False)
     with (
@@ -114,37 +150,7 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_redis_as_they_found_it(t
         expire_now(connection, keys_by_ttl(connection, stack.app)[0])
         before = settled_memory(connection)
 
-        shares = [SIZES[index::CLIENTS] for index in range(CLIENTS)]
-        began = time.monotonic()
-        clients = [
-            subprocess.Popen(
-                [sys.executable, "-c", CLIENT, *map(str, share)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **stack.settings.to_env()},
-            )
-            for share in shares
-        ]
-        outputs = []
-        try:
-            for process in clients:
-                remaining = LOAD_DEADLINE_S - (time.monotonic() - began)
-                stdout, stderr = process.communicate(timeout=max(remaining, 1))
-                assert process.returncode == 0, stderr
-                outputs.append(stdout)
-        finally:
-            for process in clients:
-                process.kill()
-                process.communicate()
-        wall = time.monotonic() - began
-
-        answers = [json.loads(line) for stdout in outputs for line in stdout.splitlines()]
-        assert sorted(answer["n"] for answer in answers) == SIZES
-        wrong = [
-            a for a in answers if a["state"] != SUCCESS or a["value"] != check(Job("sum", a["n"], CHUNKS))
-        ]
-        assert wrong == []
+        _, wall = exact_load(stack.settings.to_env())
 
         expiring, forever = keys_by_ttl(connection, stack.app)
         assert forever == []

@@ -13,11 +13,8 @@ back in the queue at once — no visibility timeout to wait for.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,7 +25,7 @@ import pytest
 
 from tasks import Job, check
 from tests.conftest import Stack, wait_until
-from tests.drills.test_load import CHUNKS, CLIENT, CLIENTS, JOBS, LOAD_BOUND_S, LOAD_DEADLINE_S, SIZES
+from tests.drills.test_load import CHUNKS, CLIENTS, JOBS, LOAD_BOUND_S, exact_load
 from tests.drills.test_worker_faults import (
     NODES,
     POOL_CHECK_S,
@@ -158,37 +155,7 @@ def test_50_jobs_from_4_clients_are_all_exact_and_leave_nothing_queued(broker: D
     the queue empty afterwards, and every key the jobs made in the result backend expiring (there is no
     broker structure in that Redis to exempt: the broker is RabbitMQ)."""
     with drill_stack(broker) as stack:
-        shares = [SIZES[index::CLIENTS] for index in range(CLIENTS)]
-        began = time.monotonic()
-        clients = [
-            subprocess.Popen(
-                [sys.executable, "-c", CLIENT, *map(str, share)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, **stack.env},
-            )
-            for share in shares
-        ]
-        outputs = []
-        try:
-            for process in clients:
-                remaining = LOAD_DEADLINE_S - (time.monotonic() - began)
-                stdout, stderr = process.communicate(timeout=max(remaining, 1))
-                assert process.returncode == 0, stderr
-                outputs.append(stdout)
-        finally:
-            for process in clients:
-                process.kill()
-                process.communicate()
-        wall = time.monotonic() - began
-
-        answers = [json.loads(line) for stdout in outputs for line in stdout.splitlines()]
-        assert sorted(answer["n"] for answer in answers) == SIZES
-        wrong = [
-            a for a in answers if a["state"] != SUCCESS or a["value"] != check(Job("sum", a["n"], CHUNKS))
-        ]
-        assert wrong == []
+        answers, wall = exact_load(stack.env)
         wait_until(lambda: idle(stack, broker.node), 30, "messages left after the load")
         combines = [stack.client.status(answer["id"]).combines for answer in answers]
         assert combines == [1] * JOBS
