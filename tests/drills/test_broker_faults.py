@@ -352,6 +352,21 @@ def queued_tasks(server: RedisServer, settings: Settings) -> list[str]:
     return [message["headers"]["id"] for message in messages]
 
 
+def failed_submit(settings: Settings, job: Job) -> tuple[str, float]:
+    """Submit `job` through a client of `settings`: the failure it reported ('' if none) and how long
+    the submit took."""
+    sender = Client.connect(settings)
+    try:
+        began = time.monotonic()
+        try:
+            sender.submit(job)
+        except BrokerUnreachable as error:
+            return str(error), time.monotonic() - began
+        return "", time.monotonic() - began
+    finally:
+        sender.close()
+
+
 def test_a_submit_that_loses_redis_midway_leaves_no_chunk_to_run(tmp_path: Path) -> None:
     """Without all-or-nothing sending, the chunks sent before the drop would sit in the queue, and the
     workers would later run part of a job whose chord can never complete."""
@@ -362,18 +377,7 @@ def test_a_submit_that_loses_redis_midway_leaves_no_chunk_to_run(tmp_path: Path)
     ):
         settings = drill_settings(server)
         through_proxy = settings.with_broker(f"redis://127.0.0.1:{proxy.port}/0")
-        sender = Client.connect(through_proxy)
-        try:
-            began = time.monotonic()
-            try:
-                sender.submit(job)
-            except BrokerUnreachable as error:
-                failure = str(error)
-            else:
-                failure = ""
-            took = time.monotonic() - began
-        finally:
-            sender.close()
+        failure, took = failed_submit(through_proxy, job)
         assert proxy.lpushes >= proxy.cut_at, "the connection was meant to drop during the send"
         assert f"to redis://127.0.0.1:{proxy.port}/0 failed" in failure
         assert "none of its chunks will run" in failure

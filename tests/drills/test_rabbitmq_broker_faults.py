@@ -18,9 +18,8 @@ import pytest
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tests.conftest import conquer, one_line, wait_until
-from tests.drills.test_broker_faults import SLOW_JOB, SLOW_JOB_ARGS, DroppingProxy, worker_logs
+from tests.drills.test_broker_faults import SLOW_JOB, SLOW_JOB_ARGS, DroppingProxy, failed_submit, worker_logs
 from tests.rabbitmq_server import DrillBroker, drill_broker, queue_depth
-from workers import BrokerUnreachable
 from workers.celery.client import NOT_SENT, Client
 from workers.celery.jobstore import CANCELLED, FAILURE, SUCCESS
 from workers.celery.localstack import local_stack
@@ -135,18 +134,7 @@ def test_a_submit_that_loses_rabbitmq_midway_leaves_no_chunk_to_run(broker: Dril
     port = int(broker.node.url.rpartition(":")[2].rstrip("/"))
     with AmqpDroppingProxy(port, cut_at=4, outage_s=1.5) as proxy:
         through_proxy = broker.node.url.replace(f":{port}/", f":{proxy.port}/")
-        sender = Client.connect(dataclasses.replace(settings, broker_url=through_proxy))
-        try:
-            began = time.monotonic()
-            try:
-                sender.submit(job)
-            except BrokerUnreachable as error:
-                failure = str(error)
-            else:
-                failure = ""
-            took = time.monotonic() - began
-        finally:
-            sender.close()
+        failure, took = failed_submit(dataclasses.replace(settings, broker_url=through_proxy), job)
         assert proxy.lpushes >= proxy.cut_at, "the connection was meant to drop during the send"
         assert f"to {mask(through_proxy)} failed" in failure, failure
         assert "none of its chunks will run" in failure
