@@ -17,7 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -86,6 +86,8 @@ CHUNK_S = JOB.n / JOB.chunks * JOB.latency
 #: killed worker's chunk, counted from when the other host is free to take it (the crash, or the end
 #: of the chunk it was running then) — so at most CHUNK_S + 2 s from the crash.
 AMQP_CRASH_PICKUP_S = 2.0
+#: ... and the node drops the crashed host's consumer (closes its connection) once the end reaches it.
+AMQP_CRASH_NOTICED_S = 2.0
 
 #: managers: a lost worker is declared at most LOST_AFTER_S + BEAT_S + the parent's poll (0.2 s)
 #: after its last beat got through; the margin covers the run unwinding and a loaded machine.
@@ -140,14 +142,36 @@ def broker_idle(drill: CeleryHosts) -> bool:
         return bool(redis.llen(f"{prefix}conquer") == 0 and redis.hlen(f"{prefix}unacked") == 0)
 
 
-def amqp_ready(url: str, queue: str = "conquer") -> int:
-    """Messages ready in `queue` on the RabbitMQ node at `url`."""
+@contextmanager
+def amqp_queue(url: str, queue: str = "conquer") -> Iterator[Callable[[], tuple[int, int]]]:
+    """A look at `queue` on the RabbitMQ node at `url`, on one connection: (messages ready, consumers)
+    — a passive declare, which counts neither deliveries unacknowledged nor anything else."""
     from kombu import Connection
 
     with Connection(url, connect_timeout=3, heartbeat=0) as connection:
         channel: Any = connection.default_channel
-        _, ready, _ = channel.queue_declare(queue=queue, passive=True)
-        return int(ready)
+
+        def look() -> tuple[int, int]:
+            _, ready, consumers = channel.queue_declare(queue=queue, passive=True)
+            return int(ready), int(consumers)
+
+        yield look
+
+
+def amqp_ready(url: str) -> int:
+    with amqp_queue(url) as look:
+        return look()[0]
+
+
+def consumer_dropped(drill: CeleryHosts, since: float) -> float | None:
+    """RabbitMQ: seconds from `since` until the node dropped a consumer of the chunks' queue — it
+    closed the faulted host's connection and requeued its delivery — polled every 0.05 s. None on a
+    broker without consumers to count (Redis)."""
+    if brokers.for_url(drill.settings.broker_url) is not rabbitmq:
+        return None
+    with amqp_queue(drill.settings.broker_url) as look:
+        wait_until(lambda: look()[1] < len(drill.nodes), 60, "the node never dropped the host's consumer")
+    return time.time() - since
 
 
 def restore_mutex_ttl(drill: CeleryHosts) -> int:
@@ -211,6 +235,7 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
         before = connections_from(drill, cut_host)
         drill.net.cut(cut_host)
         cut_at = time.time()
+        noticed_s = consumer_dropped(drill, cut_at)
         # Silent: the broker host is told nothing — its connections from the cut host stay open.
         wait_until(
             lambda: drill.client.status(job_id).attempts > JOB.chunks, 120, "the cut chunk never came back"
@@ -241,15 +266,17 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
         f"{time.time() - healed_at:.1f} s after the heal ({late['ended'] - cut_at:.1f} s after the cut); "
         f"redis connections from the cut host: {before} before, {still} while cut; "
         f"attempts {final.attempts}, combines {final.combines}; restore mutex TTL {mutex_ttl} s"
+        + (f"; RabbitMQ dropped the cut host's consumer {noticed_s:.2f} s after the cut" if noticed_s else "")
     )
     assert before > 0, "the cut host had no connection to the broker"
     assert still > 0, "the broker saw the cut host's connections close: the cut was not silent"
     assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
     assert final.attempts == JOB.chunks + 1  # the cut chunk ran twice, nothing else did
     assert back_s <= redelivery_bound(drill.settings)
-    if scheme == "amqp":
-        # Requeued by the heartbeat, not by a closed connection: the relay kept the cut silent.
-        assert back_s >= rabbitmq.HEARTBEAT_S, f"chunk back {back_s:.1f} s after the cut: not silent"
+    if noticed_s is not None:
+        # Noticed by the heartbeat (two beats missed), not by a closed connection: the relay kept the
+        # cut silent; and within the target.
+        assert 2 * rabbitmq.HEARTBEAT_S <= noticed_s <= TARGET_S, f"noticed {noticed_s:.1f} s after the cut"
     # After a heal, kombu's restore mutex was once found held (TTL 8 s of 10, read ~2 s after the
     # heal: most likely a sweep the cut-off worker had sent into the dead link, delivered late, with
     # no release to follow). Held longer than a visibility timeout, it holds back the next redelivery.
@@ -260,8 +287,10 @@ def test_a_worker_host_cut_off_mid_chunk_loses_nothing_and_its_late_result_count
 def test_a_worker_host_crashing_mid_chunk_loses_nothing(tmp_path: Path, scheme: str) -> None:
     with celery_hosts(tmp_path, scheme) as drill:
         job_id, crashed_host, index = start_mid_chunk(drill)
+        crash_began = time.time()
         killed = drill.net.crash(crashed_host)
         crashed_at = time.time()
+        noticed_s = consumer_dropped(drill, crash_began)
         settle(drill, job_id)
         rerun = [r for r in drill.records(job_id, index) if drill.host_of(r["host"]) != crashed_host]
         final = drill.client.status(job_id)
@@ -273,13 +302,20 @@ def test_a_worker_host_crashing_mid_chunk_loses_nothing(tmp_path: Path, scheme: 
         f"{index}: chunk running again {back_s:.2f} s after ({back_s - free_s:.2f} s after the other "
         f"host was free, {free_s:.2f} s after the crash), answer {(final.finished or 0) - crashed_at:.1f} s "
         f"after; attempts {final.attempts}, combines {final.combines}"
+        + (
+            f"; RabbitMQ dropped its consumer {noticed_s:.2f} s after the SIGKILLs began "
+            f"(which took {crashed_at - crash_began:.2f} s)"
+            if noticed_s is not None
+            else ""
+        )
     )
     assert len(killed) >= 2  # the worker and its pool process, at least
     assert (final.state, final.value, final.combines, final.done) == (SUCCESS, check(JOB), 1, JOB.chunks)
     assert final.attempts == JOB.chunks + 1
     assert back_s <= redelivery_bound(drill.settings, "crash")
-    if scheme == "amqp":
+    if noticed_s is not None:
         assert back_s - free_s <= AMQP_CRASH_PICKUP_S, "the chunk waited longer than a free host needs"
+        assert noticed_s <= AMQP_CRASH_NOTICED_S, f"the crash noticed {noticed_s:.2f} s after"
 
 
 #: What a worker does every RESTORE_INTERVAL_S (kombu's unacked-restore sweep), stopped half-way: it
