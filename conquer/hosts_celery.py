@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -133,14 +133,24 @@ def rabbitmq_on_link(directory: Path, address: str) -> Iterator[str]:
 
 
 def _stop_namespace(process: subprocess.Popen[bytes]) -> None:
-    """SIGKILL `process` (unshare), whose child, the PID namespace's init, then gets SIGKILL too, and
-    the kernel every other process in it; wait until all of them are gone."""
+    """SIGKILL the PID namespace's init (the child of `process`, unshare): the kernel kills every
+    other process in the namespace, and the init reaps them as it dies; unshare, reaping the init,
+    exits, and is reaped here. (Killing unshare first would orphan the init, to be reaped by whatever
+    adopts it — on a machine whose PID 1 is slow to reap, a zombie left behind.) Waits until all of
+    them are gone."""
     try:
-        inside = psutil.Process(process.pid).children(recursive=True)
+        unshare = psutil.Process(process.pid)
+        inits, inside = unshare.children(), unshare.children(recursive=True)
     except psutil.NoSuchProcess:
-        inside = []
-    process.kill()
-    process.wait(KILL_DEADLINE_S)
+        inits, inside = [], []
+    for init in inits:  # one: unshare forks once
+        with suppress(psutil.Error):
+            init.kill()
+    try:
+        process.wait(KILL_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its --kill-child takes the init along
+        process.wait(KILL_DEADLINE_S)
     _, alive = psutil.wait_procs(inside, timeout=KILL_DEADLINE_S)
     if alive:
         raise RuntimeError(f"RabbitMQ processes {[p.pid for p in alive]} survived their namespace")
