@@ -193,6 +193,13 @@ def start_mid_chunk(drill: CeleryHosts) -> tuple[str, Host, int]:
 
     wait_until(a_chunk_runs, 60, "no chunk of the job was ever seen running")
     host, index = seen[-1]
+    # Celery lists a task as active once it hands it to the pool, a moment before the chunk counts
+    # its run in the job store: faulted in between, the run would never be counted (seen once on
+    # RabbitMQ: `attempts` 4, not 5). Each host's first chunk has counted once `attempts` reaches
+    # the number of hosts — no chunk of 3 s has ended by then.
+    wait_until(
+        lambda: drill.client.status(job_id).attempts >= len(drill.nodes), 30, "the chunks never counted a run"
+    )
     return job_id, host, index
 
 
