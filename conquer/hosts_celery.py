@@ -81,7 +81,7 @@ def redis_on_link(directory: Path, address: str) -> Iterator[str]:
 
 
 #: How long a private RabbitMQ node may take to accept a login: five times the 6.8-11.5 s measured
-#: (tests/rabbitmq_server.py; 4.8-9 s here, in a PID namespace).
+#: for the tests' nodes (tests/rabbitmq_server.py).
 RABBITMQ_START_S = 60.0
 
 
@@ -127,7 +127,7 @@ def rabbitmq_on_link(directory: Path, address: str) -> Iterator[str]:
                     raise RuntimeError(f"the hosts' RabbitMQ did not start (see {log})") from None
                 time.sleep(0.1)
         with relay(address, (loopback.hostname, loopback.port)) as port:
-            yield url.replace(f"@{loopback.netloc.rpartition('@')[2]}/", f"@{address}:{port}/", 1)
+            yield url.replace(f"@{loopback.hostname}:{loopback.port}/", f"@{address}:{port}/", 1)
     finally:
         _stop_namespace(process)
 
@@ -174,8 +174,8 @@ def unavailable(scheme: str) -> str | None:
             rabbitmq.server_binary()
         except RuntimeError:
             return "the rabbitmq broker needs rabbitmq-server, which is not installed"
-    if shutil.which("unshare") is None and scheme == "amqp":
-        return "the rabbitmq broker needs `unshare` (util-linux), which is not installed"
+        if shutil.which("unshare") is None:
+            return "the rabbitmq broker needs `unshare` (util-linux), which is not installed"
     return None
 
 

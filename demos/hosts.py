@@ -203,9 +203,9 @@ def main() -> int:
     )
     parser.add_argument(
         "--broker",
-        choices=sorted(BROKERS),
+        choices=list(BROKERS),
         default="redis",
-        help="what carries the chunks to the Celery workers (the results stay in Redis)",
+        help="what carries the chunks to the Celery workers (default: redis; the results stay in Redis)",
     )
     arguments = parser.parse_args()
     scheme = BROKERS[arguments.broker]
