@@ -2,8 +2,9 @@
 each host, and a client for them — what the several-hosts drills (tests/drills/test_hosts.py) and
 `conquer demo hosts` run their jobs on.
 
-The broker is chosen by URL scheme (`BROKERS_ON_LINK`); the result backend is the Redis on the link
-whatever the broker, as it is Redis everywhere in the project.
+The broker is chosen by URL scheme (`BROKERS_ON_LINK`): the Redis on the link, or a private RabbitMQ
+node reached through a relay on the link (`rabbitmq_on_link`). The result backend is the Redis on the
+link whatever the broker, as it is Redis everywhere in the project.
 
 Usage::
 
@@ -16,17 +17,22 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-from conquer.hosts import KILL_DEADLINE_S, Host, Hosts, hosts
+import psutil
+
+from conquer.hosts import KILL_DEADLINE_S, Host, Hosts, hosts, relay
 
 if TYPE_CHECKING:
     from workers.celery.client import Client
@@ -74,11 +80,103 @@ def redis_on_link(directory: Path, address: str) -> Iterator[str]:
         process.wait(KILL_DEADLINE_S)
 
 
+#: How long a private RabbitMQ node may take to accept a login: five times the 6.8-11.5 s measured
+#: for the tests' nodes (tests/rabbitmq_server.py).
+RABBITMQ_START_S = 60.0
+
+
+@contextmanager
+def rabbitmq_on_link(directory: Path, address: str) -> Iterator[str]:
+    """A private RabbitMQ node for the hosts (`workers.celery.brokers.rabbitmq.server_command`: its
+    own name, ports, data and epmd, all in `directory`), reached on `address`; its URL there.
+
+    The node listens on loopback only, and its user may log in only from there: the hosts reach it
+    through `conquer.hosts.relay`, whose upstream connections come from 127.0.0.1. The relay keeps a
+    cut silent, so a partition is noticed by the node's heartbeat as it would be without it.
+
+    The node runs in a PID namespace of its own (`unshare --pid --fork --kill-child`): killing its
+    first process ends every process it started — the Erlang VM, its helpers, and the epmd that
+    daemonizes out of its session — since the kernel kills a PID namespace whose init dies. And it
+    is started through `workers.celery.launcher`, so a caller SIGKILLed takes it along. Needs root
+    (as the hosts do)."""
+    from workers.celery.brokers import rabbitmq
+
+    directory.chmod(0o700)  # the node's data, password and Erlang cookie: this user's only
+    command, url = rabbitmq.server_command(directory)
+    loopback = urlsplit(url)
+    if loopback.hostname is None or loopback.port is None:
+        raise RuntimeError("the private RabbitMQ node's URL names no host and port")
+    log = directory / "server.out"
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "workers.celery.launcher", str(os.getpid()), "unshare", "--pid",
+             "--fork", "--kill-child", *command],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + RABBITMQ_START_S
+        while True:
+            try:
+                rabbitmq.ping(url, timeout=2)
+                break
+            except rabbitmq.errors():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the hosts' RabbitMQ did not start (see {log})") from None
+                time.sleep(0.1)
+        with relay(address, (loopback.hostname, loopback.port)) as port:
+            yield url.replace(f"@{loopback.hostname}:{loopback.port}/", f"@{address}:{port}/", 1)
+    finally:
+        _stop_namespace(process)
+
+
+def _stop_namespace(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL the PID namespace's init (the child of `process`, unshare): the kernel kills every
+    other process in the namespace, and the init reaps them as it dies; unshare, reaping the init,
+    exits, and is reaped here. (Killing unshare first would orphan the init, to be reaped by whatever
+    adopts it — on a machine whose PID 1 is slow to reap, a zombie left behind.) Waits until all of
+    them are gone."""
+    try:
+        unshare = psutil.Process(process.pid)
+        inits, inside = unshare.children(), unshare.children(recursive=True)
+    except psutil.NoSuchProcess:
+        inits, inside = [], []
+    for init in inits:  # one: unshare forks once
+        with suppress(psutil.Error):
+            init.kill()
+    try:
+        process.wait(KILL_DEADLINE_S)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its --kill-child takes the init along
+        process.wait(KILL_DEADLINE_S)
+    _, alive = psutil.wait_procs(inside, timeout=KILL_DEADLINE_S)
+    if alive:
+        raise RuntimeError(f"RabbitMQ processes {[p.pid for p in alive]} survived their namespace")
+
+
 #: A private broker the hosts reach, by URL scheme: (directory, gateway address) -> its URL, for as
 #: long as the block runs. (A broker added to `workers.celery.brokers` adds its line here; the result
 #: backend is a Redis on the link whatever the broker.)
 BrokerOnLink = Callable[[Path, str], AbstractContextManager[str]]
-BROKERS_ON_LINK: dict[str, BrokerOnLink] = {"redis": redis_on_link}
+BROKERS_ON_LINK: dict[str, BrokerOnLink] = {"redis": redis_on_link, "amqp": rabbitmq_on_link}
+
+
+def unavailable(scheme: str) -> str | None:
+    """Why a broker of `scheme` cannot be run on the hosts' link here (one line), or None."""
+    if scheme not in BROKERS_ON_LINK:
+        return f"no {scheme} server for the hosts' link (conquer.hosts_celery.BROKERS_ON_LINK)"
+    if scheme == "amqp":
+        from workers.celery.brokers import rabbitmq
+
+        try:
+            rabbitmq.server_binary()
+        except RuntimeError:
+            return "the rabbitmq broker needs rabbitmq-server, which is not installed"
+        if shutil.which("unshare") is None:
+            return "the rabbitmq broker needs `unshare` (util-linux), which is not installed"
+    return None
 
 
 def celery_worker(

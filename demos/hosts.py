@@ -1,5 +1,6 @@
 """Several hosts on one machine (network namespaces): a worker host cut off or crashed mid-chunk —
-Celery on Redis gets the chunk back and the answer exact; the managers executor fails at once.
+Celery on Redis (or RabbitMQ) gets the chunk back and the answer exact; the managers executor fails
+at once.
 
 Builds worker hosts as Linux network namespaces, each joined to this machine (the "broker host") by
 a veth pair on a private bridge (``conquer.hosts``), runs a job on one worker per host
@@ -10,16 +11,21 @@ link silently (nftables drops its frames both ways — it lives on, unreachable,
 With Celery on Redis, the chunk that host took comes back to the other host once Redis's visibility
 timeout has passed since it was taken (20 s, found by the 2 s restore sweep): the answer is exact,
 the combine step runs once, and after a partition the cut-off worker's own result, landing once its
-link is back, changes nothing. The managers executor has no redelivery: its workers beat every
+link is back, changes nothing. With ``--broker rabbitmq`` the chunks go through a private RabbitMQ
+node instead (Redis stays the result backend), which acknowledges for real: a crashed host's chunk
+is requeued as soon as its closed connection reaches the node, a cut-off host's once two 5 s
+heartbeats have gone missing. The managers executor has no redelivery: its workers beat every
 0.5 s, and the run fails 2 s after the last beat, naming the lost worker — in one line.
 
-Needs root, ``ip`` and ``nft``; without them it says so in one line and exits 10. Everything it made
-(namespaces, links, nftables tables, processes) is removed at the end, however it ends.
+Needs root, ``ip`` and ``nft`` (and ``rabbitmq-server`` for ``--broker rabbitmq``); without them it
+says so in one line and exits 10. Everything it made (namespaces, links, nftables tables, processes,
+the private broker) is removed at the end, however it ends.
 
 Usage::
 
     sudo conquer demo hosts
     conquer demo hosts --fault crash
+    conquer demo hosts --broker rabbitmq --on celery
     python -m demos.hosts --fault partition --on managers
 """
 
@@ -35,6 +41,9 @@ from conquer.exitcodes import ExitCode
 from demos.common import argument_parser, heading, run, say, verify
 from tasks import Job
 from workers import WorkerLost
+from workers.celery import brokers
+from workers.celery.brokers.rabbitmq import HEARTBEAT_S
+from workers.celery.settings import mask
 from workers.managers import AUTHKEY_ENV, BEAT_S, LOST_AFTER_S, run_remote
 
 #: 4 chunks of 3 s each on 2 hosts: a chunk is easy to catch in the middle.
@@ -70,13 +79,31 @@ def built(net: hosts.Hosts) -> None:
     say(f"the broker host is this machine's namespace, at {net.gateway} on bridge {net.bridge}")
 
 
-def celery_drill(directory: Path, fault: str) -> bool:
-    heading(f"Celery on Redis, 2 worker hosts, one host's {fault} mid-chunk")
-    with hosts_celery.celery_hosts(directory) as drill:
-        built(drill.net)
-        say(
-            f"Redis at {drill.settings.broker_url} (the broker host); a celery worker on each host, answering"
+#: The brokers the demo can put the chunks on: its name on the command line -> the URL scheme.
+BROKERS = {"redis": "redis", "rabbitmq": "amqp"}
+
+
+def why_back(drill: hosts_celery.CeleryHosts, fault: str) -> str:
+    """Why the lost chunk came back when it did, for the broker the drill runs on."""
+    if brokers.for_url(drill.settings.broker_url).REDELIVERS_AFTER_TIMEOUT:
+        return (
+            f"Redis's visibility timeout of {drill.settings.visibility_timeout} s since the chunk was "
+            "taken, found by the 2 s sweep"
         )
+    if fault == "partition":
+        return f"RabbitMQ closed the silent connection after two missed heartbeats of {HEARTBEAT_S} s"
+    return "RabbitMQ requeued it the moment the host's connection closed; the other host took it when free"
+
+
+def celery_drill(directory: Path, fault: str, scheme: str) -> bool:
+    broker = brokers.BROKERS[scheme]
+    heading(f"Celery on {broker.NAME}, 2 worker hosts, one host's {fault} mid-chunk")
+    with hosts_celery.celery_hosts(directory, scheme) as drill:
+        built(drill.net)
+        where = f"{broker.NAME} at {mask(drill.settings.broker_url)} (the broker host)"
+        if scheme != "redis":
+            where += f", results in Redis at {drill.settings.result_backend}"
+        say(f"{where}; a celery worker on each host, answering")
         client = drill.client
         job_id = client.submit(CELERY_JOB)
         clock = Clock()
@@ -108,8 +135,7 @@ def celery_drill(directory: Path, fault: str) -> bool:
             started = float(str(again[0]["started"]))
             say(
                 f"chunk {index} back, run on {drill.host_of(str(again[0]['host'])).name} from "
-                f"{clock.at(started)} ({started - faulted:.1f} s after the fault: Redis's visibility timeout "
-                f"of {drill.settings.visibility_timeout} s since the chunk was taken, found by the 2 s sweep)"
+                f"{clock.at(started)} ({started - faulted:.1f} s after the fault: {why_back(drill, fault)})"
             )
         say(f"answer at {clock.at(status.finished)}, state {status.state}")
         verified = status.value is not None and verify(CELERY_JOB, status.value)
@@ -127,7 +153,7 @@ def celery_drill(directory: Path, fault: str) -> bool:
             f"combine ran {status.combines} time(s), value {status.value}"
         )
         ok = verified and status.combines == 1 and status.value is not None and bool(again)
-    say("hosts, links, Redis and workers removed")
+    say(f"hosts, links, {broker.NAME}{'' if scheme == 'redis' else ', Redis'} and workers removed")
     return ok
 
 
@@ -175,14 +201,21 @@ def main() -> int:
     parser.add_argument(
         "--on", choices=["both", "celery", "managers"], default="both", help="which executor to fault"
     )
+    parser.add_argument(
+        "--broker",
+        choices=list(BROKERS),
+        default="redis",
+        help="what carries the chunks to the Celery workers (default: redis; the results stay in Redis)",
+    )
     arguments = parser.parse_args()
-    why = hosts.unavailable()
+    scheme = BROKERS[arguments.broker]
+    why = hosts.unavailable() or hosts_celery.unavailable(scheme)
     if why:
         parser.exit(ExitCode.CANNOT_RUN_HERE, f"cannot run here: {why}\n")
     ok = True
     if arguments.on in ("both", "celery"):
         with tempfile.TemporaryDirectory(prefix="conquer-hosts-") as directory:
-            ok = celery_drill(Path(directory), arguments.fault) and ok
+            ok = celery_drill(Path(directory), arguments.fault, scheme) and ok
     if arguments.on in ("both", "managers"):
         ok = managers_drill(arguments.fault) and ok
     return 0 if ok else 1
