@@ -189,7 +189,8 @@ def server_command(directory: Path) -> tuple[list[str], str]:
     """A private RabbitMQ node whose every file is in `directory` (mode 0700: this user's only).
 
     Its own node name, AMQP port, distribution port and epmd port (`ERL_EPMD_PORT`: it starts an epmd
-    of its own, which `stop_epmd` ends; the system's epmd and node are never touched), no plugins (no
+    of its own, which whoever stops the node must end too — it daemonizes out of the node's process
+    group; the system's epmd and node are never touched), no plugins (no
     management listener), every listener on 127.0.0.1, its own Erlang cookie (HOME is `directory`),
     and a user of its own with a random password in its config file (not on the command line).
     Started under `setsid`, so that its whole process group can be signalled at once."""
