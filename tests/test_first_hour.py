@@ -52,6 +52,15 @@ SKIPPED = {
     "make run": "builds the .venv this test runs from, and compares at 1e8 for a minute: .ci/run runs it",
     "make test": "this test is part of it",
     "docker compose up -d --build --wait": "no container engine here: tests/compose/compose_up.py runs it",
+    "docker compose --profile rabbitmq up -d --wait": "the same: tests/compose/compose_up.py runs it",
+    "make freethreaded": (
+        "builds a CPython once (minutes, as root): tests/test_make_freethreaded.py and .ci/run run it"
+    ),
+    "conquer compare sum 1e8 --executors serial,threads,processes --python .venv-ft/bin/python "
+    "--python .venv/bin/python": (
+        "needs the free-threaded build above: tests/conquer/test_interpreters.py runs it (at 1e6)"
+    ),
+    "conquer demo hosts": "needs root and builds network namespaces: tests/demos/test_hosts_demo.py runs it",
     "conquer bench --quick --series round-trip --out /tmp/conquer-bench": (
         "a benchmark (14 s idle, more under load), the same whoever runs it: tests/test_readme.py runs it"
     ),

@@ -241,7 +241,7 @@ def test_an_unknown_series_is_a_usage_error(tmp_path: Path) -> None:
 def test_a_broker_setting_that_cannot_work_is_a_usage_error(tmp_path: Path) -> None:
     result = conquer("bench", "--tiny", "--out", str(tmp_path), env={"CELERY_BROKER_URL": "http://nowhere"})
     assert result.returncode == ExitCode.USAGE
-    assert "CELERY_BROKER_URL must be a Redis URL" in result.stderr
+    assert "CELERY_BROKER_URL must be a Redis or RabbitMQ URL" in result.stderr
     assert not list(tmp_path.iterdir())
 
 
