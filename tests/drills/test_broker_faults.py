@@ -352,6 +352,21 @@ def queued_tasks(server: RedisServer, settings: Settings) -> list[str]:
     return [message["headers"]["id"] for message in messages]
 
 
+def never_runs(settings: Settings, job_id: str) -> str:
+    """When workers serve later, no chunk of the job that was not sent runs — and a job after it does.
+    Returns what `conquer status` says of it."""
+    with local_stack(settings, workers=2) as stack:
+        client = Client(stack.app, stack.settings)
+        follow_up = Job("sum", 1_000, 4)
+        assert client.wait(client.submit(follow_up), 60).value == check(follow_up)
+        status = client.status(job_id)
+        assert status.state in (FAILURE, CANCELLED)
+        assert status.error == NOT_SENT
+        assert status.done == 0
+        assert client.records(job_id) == []
+        return conquer("status", job_id, env=stack.settings.to_env()).stdout
+
+
 def failed_submit(settings: Settings, job: Job) -> tuple[str, float]:
     """Submit `job` through a client of `settings`: the failure it reported ('' if none) and how long
     the submit took."""
@@ -383,16 +398,6 @@ def test_a_submit_that_loses_redis_midway_leaves_no_chunk_to_run(tmp_path: Path)
         assert "none of its chunks will run" in failure
         job_id = failure.split()[2]
         assert [task for task in queued_tasks(server, settings) if task.startswith(job_id)] == []
-        # When workers serve later, no chunk of the failed job runs — and a job after it does.
-        with local_stack(settings, workers=2) as stack:
-            client = Client(stack.app, stack.settings)
-            follow_up = Job("sum", 1_000, 4)
-            assert client.wait(client.submit(follow_up), 60).value == check(follow_up)
-            status = client.status(job_id)
-            assert status.state in (FAILURE, CANCELLED)
-            assert status.error == NOT_SENT
-            assert status.done == 0
-            assert client.records(job_id) == []
-            shown = conquer("status", job_id, env=stack.settings.to_env())
-            assert NOT_SENT in shown.stdout
+        shown = never_runs(settings, job_id)
+        assert NOT_SENT in shown
         print(f"\n[drill 5] submit failed after {took:.1f} s with: {failure}")
