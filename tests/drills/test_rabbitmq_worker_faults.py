@@ -28,11 +28,8 @@ from tests.conftest import Stack, wait_until
 from tests.drills.test_load import CHUNKS, CLIENTS, JOBS, LOAD_BOUND_S, exact_load
 from tests.drills.test_worker_faults import (
     NODES,
-    POOL_CHECK_S,
-    REQUEUE_MARGIN_S,
     STALL_S,
-    gone,
-    pool_processes,
+    pool_kill_drill,
     wait_for_last_chunk_running,
 )
 from tests.rabbitmq_server import DrillBroker, RabbitMQNode, drill_broker, queue_depth
@@ -126,25 +123,8 @@ def test_a_pool_process_killed_mid_chunk_has_its_chunk_run_again_and_the_answer_
     its dead pool process (reject_on_worker_lost) — the same bound as on Redis, the broker plays no
     part. Measured here: 0.11-4.68 s in 6 runs at load 3-10 (an earlier lab: 0.05-4.4 s)."""
     with drill_stack(broker) as stack:
-        job = Job("download", 8, 4, latency=0.01, fault=f"slow:{STALL_S}@1")
-        job_id = stack.client.submit(job)
-        node, pid = wait_for_last_chunk_running(stack, job_id, job)
-        killed = time.time()
-        os.kill(pid, signal.SIGKILL)
-
-        status = stack.client.wait(job_id, 60)
-        assert (status.state, status.value) == (SUCCESS, check(job)), status.error
-        runs = [record for record in stack.client.store.records(job_id) if record["index"] == 0]
-        assert len(runs) == 1  # the killed run never finished, so it left no record
-        assert runs[0]["pid"] != pid
-        requeued_after = runs[0]["started"] - killed
+        requeued_after = pool_kill_drill(stack, lambda job_id: settled(stack, broker.node, job_id))
         print(f"\n[rabbitmq drill 2] pool SIGKILL -> its chunk running again {requeued_after:.2f} s")
-        assert requeued_after <= POOL_CHECK_S + REQUEUE_MARGIN_S  # docs/guarantees.md's bound
-        final = settled(stack, broker.node, job_id)
-        assert (final.attempts, final.retries, final.combines) == (job.chunks + 1, 0, 1)
-        assert stack.stack.alive_workers() == NODES
-        wait_until(lambda: gone(pid), 10, f"the killed pool process {pid} was never reaped")
-        wait_until(lambda: pid not in pool_processes(stack)[node], 15, f"{node} never replaced {pid}")
 
 
 # ------------------------------------------------------------------ load: 50 jobs from 4 clients
