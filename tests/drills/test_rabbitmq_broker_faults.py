@@ -1,5 +1,5 @@
-"""Drills where RabbitMQ fails (issue 12, part 4): the node restarted mid-job, down at submit, and lost
-in the middle of a submit — as `test_broker_faults.py` does them to Redis.
+"""Drills where RabbitMQ fails (issue 12, part 4): the node restarted mid-job, up only after the
+workers, down at submit, and lost in the middle of a submit — as `test_broker_faults.py` does them to Redis.
 
 A private RabbitMQ node for the module (`tests.rabbitmq_server`: its own name, ports, data and epmd;
 the shared server on 5672 is never touched), which these drills stop and start; a private Redis as
@@ -29,7 +29,7 @@ from tests.drills.test_broker_faults import (
 from tests.rabbitmq_server import DrillBroker, drill_broker, queue_depth
 from workers.celery.client import Client
 from workers.celery.jobstore import SUCCESS
-from workers.celery.localstack import local_stack
+from workers.celery.localstack import local_stack, wait_for_workers
 from workers.celery.settings import mask
 
 #: Deadline for a job that has to survive a node restart: the node is down for its stop and its boot
@@ -81,6 +81,37 @@ def test_a_job_survives_a_rabbitmq_restart_mid_job_with_the_exact_answer(broker:
         )
         assert follow_up.returncode == ExitCode.OK, follow_up.stderr
         assert json.loads(follow_up.stdout)["value"] == check(Job("sum", 100_000, 16))
+
+
+# ------------------------------------------------------------------- 4. RabbitMQ up after the workers
+
+
+def test_workers_started_before_rabbitmq_serve_once_it_is_up(broker: DrillBroker) -> None:
+    """Workers started while the node is down keep retrying (none gives up and exits), and serve as
+    soon as it answers: a worker host booting before its broker host needs no restart."""
+    broker.node.stop()
+    try:
+        with local_stack(broker.settings(), workers=2, wait=False) as stack:
+            logs = [stack.directory / f"{name.partition('@')[0]}.log" for name in stack.worker_names]
+
+            def every_worker_failed_to_connect() -> bool:
+                stack.check_alive()  # they keep trying; none may give up and exit
+                return all(log.exists() and "Cannot connect to" in log.read_text() for log in logs)
+
+            wait_until(every_worker_failed_to_connect, 60, "the workers never tried to reach the broker")
+            broker.restart()
+            up = time.monotonic()
+            wait_for_workers(stack, timeout=RECOVERY_S)
+            serving = time.monotonic() - up
+            client = Client(stack.app, stack.settings)
+            job = Job("sum", 100_000, 8)
+            status = client.wait(client.submit(job), 60)
+            assert (status.state, status.value) == (SUCCESS, check(job)), status.error
+            assert set(status.workers) <= set(stack.worker_names)
+            print(f"\n[rabbitmq drill 4] workers answered {serving:.1f} s after the node came up")
+    finally:
+        if broker.node.process is None:  # the test failed before the node came back
+            broker.restart()
 
 
 # ------------------------------------------------------------------- 5. RabbitMQ down at submit
