@@ -18,14 +18,18 @@ from conquer import figures, machine, rounds
 from conquer.figures import Flag
 from conquer.interpreters import Interpreter, names
 from tasks import Job
-from workers import Plan
+from workers import EXECUTORS, Plan
 
 #: One row of the comparison: all repeats of one plan under one interpreter.
 Row = rounds.Measured
 
 
 def label(plan: Plan) -> str:
-    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method) if part]
+    """`processes/queue/fork`, `celery`; the broker only where it is not the default (`celery/rabbitmq`):
+    a plain `celery` row reads as it always has."""
+    spec = EXECUTORS[plan.executor]
+    broker = plan.broker if spec.brokers and plan.broker != spec.brokers[0] else None
+    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method, broker) if part]
     return "/".join(parts)
 
 
@@ -101,6 +105,7 @@ def to_dict(job: Job, rows: list[Row], repeats: int) -> dict[str, Any]:
             "executor": row.plan.executor,
             "ipc": row.plan.ipc,
             "start_method": row.plan.start_method,
+            "broker": row.plan.broker,
             "workers": row.plan.workers,
             "interpreter": row.ran_under.to_dict(),
             "interpreter_index": row.site,
