@@ -18,18 +18,15 @@ from conquer import figures, machine, rounds
 from conquer.figures import Flag
 from conquer.interpreters import Interpreter, names
 from tasks import Job
-from workers import EXECUTORS, Plan
+from workers import Plan
 
 #: One row of the comparison: all repeats of one plan under one interpreter.
 Row = rounds.Measured
 
 
 def label(plan: Plan) -> str:
-    """`processes/queue/fork`, `celery`; the broker only where it is not the default (`celery/rabbitmq`):
-    a plain `celery` row reads as it always has."""
-    spec = EXECUTORS[plan.executor]
-    broker = plan.broker if spec.brokers and plan.broker != spec.brokers[0] else None
-    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method, broker) if part]
+    """`processes/queue/fork`, `celery`; with a broker named (`--broker`), `celery/rabbitmq`."""
+    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method, plan.broker) if part]
     return "/".join(parts)
 
 

@@ -365,10 +365,10 @@ def parse_brokers(value: str | None) -> list[str] | None:
     return [name.strip() for name in value.split(",") if name.strip()] or None
 
 
-def celery_brokers(settings: Settings, asked: list[str] | None) -> list[str] | None:
-    """The brokers the celery runs will use: those `asked` for (`--broker`), each of which must be
-    startable here; with a broker configured (an external one), that one only — asking for another
-    is bad input (exit 2). None: the executor's default."""
+def check_brokers(settings: Settings, asked: list[str] | None) -> None:
+    """Refuse, before anything starts, the brokers `asked` for (`--broker`) that cannot be: another
+    than the one configured (an external broker: exit 2), or a RabbitMQ node where no rabbitmq-server
+    is installed (exit 10)."""
     from workers.celery.brokers import for_url
     from workers.celery.settings import ENV_BROKER, mask
 
@@ -380,12 +380,10 @@ def celery_brokers(settings: Settings, asked: list[str] | None) -> list[str] | N
                 f"--broker {other[0]} starts a private broker, but {ENV_BROKER} points at {configured} "
                 f"({mask(settings.broker_url)}): unset it, or leave --broker out"
             )
-        return [configured.lower()]
-    if asked and "rabbitmq" in asked:
+    elif asked and "rabbitmq" in asked:
         from workers.celery.brokers import rabbitmq
 
         try:
             rabbitmq.server_binary()
         except RuntimeError as error:
             raise Failure(f"--broker rabbitmq: {error}", ExitCode.CANNOT_RUN_HERE) from None
-    return asked

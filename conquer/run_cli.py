@@ -9,7 +9,6 @@ Usage::
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sys
 from typing import Any
@@ -26,8 +25,8 @@ from conquer.options import (
     WORKERS_OPTION,
     Failure,
     build_job,
-    celery_brokers,
     celery_settings,
+    check_brokers,
     command,
     default_workers,
     fault_option,
@@ -98,8 +97,8 @@ def job_options(function: Any) -> Any:
     "--broker",
     type=click.Choice(BROKERS),
     default=None,
-    help=f"celery only: the broker of its private stack [default: {BROKERS[0]}]; rabbitmq starts a "
-    "private RabbitMQ node (rabbitmq-server must be installed), Redis keeping the results.",
+    help=f"celery only: the broker its private stack starts [default: {BROKERS[0]}]; rabbitmq starts "
+    "a private RabbitMQ node (rabbitmq-server must be installed), Redis keeping the results.",
 )
 @FAIL_AT_OPTION
 @fault_option(in_host=True)
@@ -143,9 +142,7 @@ def run(
                 f"--workers does not apply to --on celery with {ENV_BROKER} set: the workers already "
                 f"running at {mask(settings.broker_url)} take the job (see 'conquer workers')"
             )
-        found = celery_brokers(settings, [broker] if broker else None)  # exit 2 or 10, nothing started
-        if found:
-            plan = dataclasses.replace(plan, broker=found[0])
+        check_brokers(settings, [broker] if broker else None)  # exit 2 or 10, nothing started
     with render.bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
@@ -202,8 +199,8 @@ COMPARE_HELP = f"Run job KIND over 1..N on every executor and IPC, and compare t
     "brokers",
     default=None,
     metavar="LIST",
-    help=f"Comma-separated brokers for celery, of {', '.join(BROKERS)} [default: {BROKERS[0]}]; "
-    "rabbitmq starts a private RabbitMQ node.",
+    help=f"Comma-separated brokers celery's private stacks start, of {', '.join(BROKERS)} [default: "
+    f"{BROKERS[0]}], one row each; rabbitmq starts a private RabbitMQ node.",
 )
 @fault_option(in_host=True)
 @click.option(
@@ -241,27 +238,21 @@ def compare(
         )
     methods = list(START_METHODS) if start_method == "all" else ([start_method] if start_method else None)
     asked = parse_brokers(brokers)
-
-    def every_plan(on: list[str] | None) -> list[executor_registry.Plan]:
-        try:
-            return executor_registry.variants(
-                kind,
-                default_workers() if workers is None else workers,
-                executors=[name.strip() for name in executors.split(",")] if executors else None,
-                start_methods=methods,
-                brokers=on,
-            )
-        except executor_registry.PlanError as error:
-            raise click.UsageError(str(error)) from None
-
-    plans = every_plan(asked)
+    try:
+        plans = executor_registry.variants(
+            kind,
+            default_workers() if workers is None else workers,
+            executors=[name.strip() for name in executors.split(",")] if executors else None,
+            start_methods=methods,
+            brokers=asked,
+        )
+    except executor_registry.PlanError as error:
+        raise click.UsageError(str(error)) from None
     if asked and not any(plan.broker for plan in plans):
         warn("compare", "--broker applies to celery only, which is not among the executors")
     if any(plan.executor == "celery" for plan in plans):
         settings = celery_settings()  # as in `run`: exit 2 before any executor runs
-        found = celery_brokers(settings, asked)  # exit 2 or 10, nothing started
-        if found != asked:
-            plans = every_plan(found)
+        check_brokers(settings, asked)  # exit 2 or 10, nothing started
         if workers is not None and settings.broker_configured:
             from workers.celery.settings import mask
 

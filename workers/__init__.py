@@ -57,7 +57,9 @@ __all__ = [
 IPCS = tuple(IPC_MODULES)
 START_METHODS = ("fork", "spawn", "forkserver")
 #: The brokers the celery executor can start for itself (`workers.celery.localstack.EMBEDDABLE`, by
-#: name; not imported here, so the CLI starts fast): the first, Redis (`brokers.EMBEDDED`), is the default.
+#: name; not imported here, so the CLI starts fast). A plan without one deploys as the executor always
+#: has: on the broker configured (CELERY_BROKER_URL), else on the first, the embedded Redis
+#: (`brokers.EMBEDDED`).
 BROKERS = ("redis", "rabbitmq")
 
 #: Upper bound on --workers: past a few hundred, threads or processes only measure the OS's scheduler.
@@ -77,7 +79,7 @@ class ExecutorSpec:
     #: the default.
     ipcs: Collection[str] = ()
     uses_start_method: bool = False
-    #: The brokers it can deploy on; the first is the default.
+    #: The brokers it can start for itself; the first is what it starts when none is named.
     brokers: tuple[str, ...] = ()
     #: The job kinds this executor can run; None means all of them.
     kinds: tuple[str, ...] | None = None
@@ -115,8 +117,8 @@ EXECUTORS: dict[str, ExecutorSpec] = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A validated way to run a job: which executor, how many workers, and its IPC/start method or
-    the broker it deploys on."""
+    """A validated way to run a job: which executor, how many workers, and its IPC/start method, or
+    the broker it deploys on (None: its default deployment, see BROKERS)."""
 
     executor: str
     workers: int
@@ -141,8 +143,9 @@ def plan(
     start_method: str | None = None,
     broker: str | None = None,
 ) -> Plan:
-    """Validate a combination, filling in defaults (IPC `queue`, the platform's start method, the
-    embedded Redis)."""
+    """Validate a combination, filling in defaults (IPC `queue`, the platform's start method); a broker
+    is left unset unless named: the default deployment is the configured broker's, or the embedded
+    Redis."""
     spec = EXECUTORS.get(executor)
     if spec is None:
         raise PlanError(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
@@ -171,8 +174,6 @@ def plan(
         raise PlanError(f"unknown broker {broker!r} (choose from {', '.join(spec.brokers)})")
     if spec.ipcs:
         ipc = ipc or next(iter(spec.ipcs))
-    if spec.brokers:
-        broker = broker or spec.brokers[0]
     if spec.uses_start_method:
         start_method = start_method or default_start_method()
     return Plan(executor, workers, ipc, start_method, broker)
@@ -187,8 +188,9 @@ def variants(
     brokers: Sequence[str] | None = None,
 ) -> list[Plan]:
     """Every way to run `kind`: each applicable executor, each IPC, each start method asked for
-    (default: the platform's), each broker asked for (default: the default one only — a comparison
-    does not start a RabbitMQ node unless asked). Serial comes first — it is the baseline for speedups."""
+    (default: the platform's), each broker asked for (default: the default deployment only — a
+    comparison does not start a RabbitMQ node unless asked). Serial comes first — it is the baseline
+    for speedups."""
     chosen = list(executors or EXECUTORS)
     unknown = [name for name in chosen if name not in EXECUTORS]
     if unknown:
@@ -206,7 +208,7 @@ def variants(
             continue
         for ipc in spec.ipcs or (None,):
             for method in methods if spec.uses_start_method else (None,):
-                for broker in (brokers or spec.brokers[:1]) if spec.brokers else (None,):
+                for broker in (brokers or (None,)) if spec.brokers else (None,):
                     count = 1 if name == "serial" else workers
                     plans.append(plan(kind, name, count, ipc, method, broker))
     return plans
