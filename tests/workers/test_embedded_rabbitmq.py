@@ -133,7 +133,7 @@ def test_a_sigkilled_conquer_takes_its_rabbitmq_node_and_epmd_with_it(tmp_path: 
     assert process.poll() is None, "the run ended before it could be killed"
     process.kill()
     process.communicate(timeout=30)
-    wait_until(lambda: not started_in(tmpdir), 45, f"left running: {names(started_in(tmpdir))}")
+    wait_until(lambda: not started_in(tmpdir), 45, "the stack outlived the SIGKILLed conquer")
 
 
 # ------------------------------------------------------------------------- refused in one line

@@ -130,6 +130,7 @@ class RabbitMQNode:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=self.directory,  # where an Erlang VM that crashes writes erl_crash.dump: not the user's
             )
         deadline = began + deadline_s
         while True:
