@@ -136,6 +136,23 @@ def test_a_sigkilled_conquer_takes_its_rabbitmq_node_and_epmd_with_it(tmp_path: 
     wait_until(lambda: not started_in(tmpdir), 45, "the stack outlived the SIGKILLed conquer")
 
 
+@pytest.mark.timeout(180)
+@pytest.mark.usefixtures("node_here")
+def test_compare_puts_a_row_per_broker_side_by_side_and_leaves_nothing(tmp_path: Path) -> None:
+    tmpdir = tmp_path / "tmp"
+    args = ("compare", "sum", "100000", "--executors", "celery", "--repeats", "2", "--json")
+    process = conquer_in(tmpdir, *args, "--broker", "redis,rabbitmq")
+    stdout, stderr = process.communicate(timeout=150)
+    assert process.returncode == ExitCode.OK, stderr
+    rows = [row for row in json.loads(stdout)["results"] if row["executor"] == "celery"]
+    assert [(row["broker"], row["deployment"]["broker_name"]) for row in rows] == [
+        ("redis", "Redis"),
+        ("rabbitmq", "RabbitMQ"),
+    ]
+    assert all(row["verified"] and len(row["wall_s"]) == 2 for row in rows), rows
+    assert started_in(tmpdir) == [], f"left running: {names(started_in(tmpdir))}"
+
+
 # ------------------------------------------------------------------------- refused in one line
 
 
