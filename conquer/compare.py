@@ -25,7 +25,8 @@ Row = rounds.Measured
 
 
 def label(plan: Plan) -> str:
-    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method) if part]
+    """`processes/queue/fork`, `celery`; with a broker named (`--broker`), `celery/rabbitmq`."""
+    parts = [plan.executor] + [part for part in (plan.ipc, plan.start_method, plan.broker) if part]
     return "/".join(parts)
 
 
@@ -101,6 +102,7 @@ def to_dict(job: Job, rows: list[Row], repeats: int) -> dict[str, Any]:
             "executor": row.plan.executor,
             "ipc": row.plan.ipc,
             "start_method": row.plan.start_method,
+            "broker": row.plan.broker,
             "workers": row.plan.workers,
             "interpreter": row.ran_under.to_dict(),
             "interpreter_index": row.site,

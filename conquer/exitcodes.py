@@ -26,8 +26,8 @@ class ExitCode(IntEnum):
     NO_WORKER = 8
     #: `conquer up` could not start its stack, or a process of it died (the message names which).
     STACK_FAILED = 9
-    #: This machine lacks what a demo needs (root and nftables for `hosts`, a display for
-    #: `responsive-tk`): one line says what, nothing ran.
+    #: This machine lacks what a demo or an option needs (root and nftables for `hosts`, a display for
+    #: `responsive-tk`, rabbitmq-server for `--broker rabbitmq`): one line says what, nothing ran.
     CANNOT_RUN_HERE = 10
     #: A bug in conquer: an error it did not expect (CONQUER_DEBUG=1 shows the traceback). 70 is
     #: EX_SOFTWARE of BSD's sysexits(3), "an internal software error".

@@ -352,3 +352,38 @@ def _check_redis_url(name: str, url: str) -> None:
         # The parser's reason quotes parts of the URL: of one that holds a password, only the masked URL.
         reason = f": {error}" if "@" not in url else ""
         raise click.UsageError(f"{name} is not a usable Redis URL, {mask(url)!r}{reason}") from None
+
+
+# ------------------------------------------------------------------------------------- brokers
+
+
+def parse_brokers(value: str | None) -> list[str] | None:
+    """`--broker` of `compare`: a comma-separated list of the celery executor's brokers (checked by
+    `workers.variants`), or None."""
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()] or None
+
+
+def check_brokers(settings: Settings, asked: list[str] | None) -> None:
+    """Refuse, before anything starts, the brokers `asked` for (`--broker`) that cannot be: another
+    than the one configured (an external broker: exit 2), or a RabbitMQ node where no rabbitmq-server
+    is installed (exit 10)."""
+    from workers.celery.brokers import for_url
+    from workers.celery.settings import ENV_BROKER, mask
+
+    if settings.broker_configured:
+        configured = for_url(settings.broker_url).NAME
+        other = [name for name in asked or () if name != configured.lower()]
+        if other:
+            raise click.UsageError(
+                f"--broker {other[0]} starts a private broker, but {ENV_BROKER} points at {configured} "
+                f"({mask(settings.broker_url)}): unset it, or leave --broker out"
+            )
+    elif asked and "rabbitmq" in asked:
+        from workers.celery.brokers import rabbitmq
+
+        try:
+            rabbitmq.server_binary()
+        except RuntimeError as error:
+            raise Failure(f"--broker rabbitmq: {error}", ExitCode.CANNOT_RUN_HERE) from None

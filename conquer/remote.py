@@ -256,4 +256,4 @@ def job_dict(job: Job) -> dict[str, Any]:
 
 
 def plan_dict(plan: Plan) -> dict[str, Any]:
-    return {name: getattr(plan, name) for name in ("executor", "workers", "ipc", "start_method")}
+    return {name: getattr(plan, name) for name in ("executor", "workers", "ipc", "start_method", "broker")}

@@ -195,8 +195,8 @@ def flagged(figure: str, flags: list[dict[str, str]]) -> str:
 
 
 def broker(deployment: dict[str, Any] | None) -> str | None:
-    """The IPC of a broker executor: its Redis, embedded (started for this run) or external."""
-    return f"Redis ({deployment['broker']})" if deployment else None
+    """The IPC of a broker executor: its broker, embedded (started for this run) or external."""
+    return f"{deployment.get('broker_name', 'Redis')} ({deployment['broker']})" if deployment else None
 
 
 def deployment_note(row: dict[str, Any], under: str | None = None) -> str:

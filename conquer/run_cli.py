@@ -3,6 +3,7 @@
 Usage::
 
     conquer run sum 1e8 --on processes --ipc shared
+    conquer run sum 1e8 --on celery --broker rabbitmq
     conquer compare sum 30_000_000 --repeats 5
 """
 
@@ -25,15 +26,17 @@ from conquer.options import (
     Failure,
     build_job,
     celery_settings,
+    check_brokers,
     command,
     default_workers,
     fault_option,
     job_arguments,
     kinds_help,
+    parse_brokers,
     warn,
     wrong_answer,
 )
-from workers import EXECUTORS, IPCS, START_METHODS
+from workers import BROKERS, EXECUTORS, IPCS, START_METHODS
 
 
 def celery_variables() -> list[tuple[str, str]]:
@@ -41,8 +44,8 @@ def celery_variables() -> list[tuple[str, str]]:
     from workers.celery.settings import ENV_BROKER
 
     meaning = (
-        "--on celery: the broker of workers already running [default: unset: a private Redis and "
-        "workers, started for the run and stopped after it]"
+        "--on celery: the broker of workers already running [default: unset: a private Redis (or with "
+        "--broker rabbitmq, a private RabbitMQ node) and workers, started for the run and stopped after it]"
     )
     return [(ENV_BROKER, meaning)]
 
@@ -55,6 +58,7 @@ Examples:
   conquer run download 100 --chunks 100 --on threads --workers 32
   conquer run sum 1e6 --fail-at 500000          # a chunk raises: exit 1, its range named
   conquer run sum 1e6 --on celery --fault transient:2@500000   # retried twice, then exact
+  conquer run sum 1e8 --on celery --broker rabbitmq   # on a private RabbitMQ node
   conquer run sum 1e8 --on threads --python .venv-ft/bin/python   # under a free-threaded build
 """
 RUN_HELP = f"Run job KIND over 1..N once and verify the answer.\n\n{kinds_help()}"
@@ -89,6 +93,13 @@ def job_options(function: Any) -> Any:
     default=None,
     help="processes only [default: the platform's].",
 )
+@click.option(
+    "--broker",
+    type=click.Choice(BROKERS),
+    default=None,
+    help=f"celery only: the broker its private stack starts [default: {BROKERS[0]}]; rabbitmq starts "
+    "a private RabbitMQ node (rabbitmq-server must be installed), Redis keeping the results.",
+)
 @FAIL_AT_OPTION
 @fault_option(in_host=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show who ran each chunk, and when.")
@@ -103,6 +114,7 @@ def run(
     executor: str,
     ipc: str | None,
     start_method: str | None,
+    broker: str | None,
     fail_at: int | None,
     fault: str | None,
     verbose: bool,
@@ -116,7 +128,7 @@ def run(
     job = build_job(kind, n, chunks, latency, fail_at, fault)
     try:
         plan = executors.plan(
-            kind, executor, default_workers() if workers is None else workers, ipc, start_method
+            kind, executor, default_workers() if workers is None else workers, ipc, start_method, broker
         )
     except executors.PlanError as error:
         raise click.UsageError(str(error)) from None
@@ -130,6 +142,7 @@ def run(
                 f"--workers does not apply to --on celery with {ENV_BROKER} set: the workers already "
                 f"running at {mask(settings.broker_url)} take the job (see 'conquer workers')"
             )
+        check_brokers(settings, [broker] if broker else None)  # exit 2 or 10, nothing started
     with render.bar(job.chunks, job.describe(), sys.stderr.isatty()) as tick:
         try:
             report = executors.run(job, plan, progress=tick)
@@ -152,6 +165,7 @@ Examples:
   conquer compare sum 1e7 --start-method all --repeats 5
   conquer compare download 100 --chunks 100 --workers 32
   conquer compare primes 1e6 --executors processes,threads --json
+  conquer compare sum 1e7 --executors celery --broker redis,rabbitmq
   conquer compare sum 1e8 --python .venv-ft/bin/python --python .venv/bin/python
 """
 COMPARE_HELP = f"Run job KIND over 1..N on every executor and IPC, and compare their times.\n\n{kinds_help()}"
@@ -180,6 +194,14 @@ COMPARE_HELP = f"Run job KIND over 1..N on every executor and IPC, and compare t
     default=None,
     help="Start method for processes, or 'all' [default: the platform's].",
 )
+@click.option(
+    "--broker",
+    "brokers",
+    default=None,
+    metavar="LIST",
+    help=f"Comma-separated brokers celery's private stacks start, of {', '.join(BROKERS)} [default: "
+    f"{BROKERS[0]}], one row each; rabbitmq starts a private RabbitMQ node.",
+)
 @fault_option(in_host=True)
 @click.option(
     "--python",
@@ -199,6 +221,7 @@ def compare(
     repeats: int,
     executors: str | None,
     start_method: str | None,
+    brokers: str | None,
     fault: str | None,
     pythons: tuple[interpreters.Interpreter, ...],
 ) -> int:
@@ -214,17 +237,22 @@ def compare(
             f"workers must be between 1 and {executor_registry.WORKERS_MAX}, got {workers}"
         )
     methods = list(START_METHODS) if start_method == "all" else ([start_method] if start_method else None)
+    asked = parse_brokers(brokers)
     try:
         plans = executor_registry.variants(
             kind,
             default_workers() if workers is None else workers,
             executors=[name.strip() for name in executors.split(",")] if executors else None,
             start_methods=methods,
+            brokers=asked,
         )
     except executor_registry.PlanError as error:
         raise click.UsageError(str(error)) from None
+    if asked and not any(plan.broker for plan in plans):
+        warn("compare", "--broker applies to celery only, which is not among the executors")
     if any(plan.executor == "celery" for plan in plans):
         settings = celery_settings()  # as in `run`: exit 2 before any executor runs
+        check_brokers(settings, asked)  # exit 2 or 10, nothing started
         if workers is not None and settings.broker_configured:
             from workers.celery.settings import mask
 

@@ -1,7 +1,7 @@
 """Who computes the job: one module per executor, all behind `workers.base`'s small interface.
 
 `EXECUTORS` describes each executor without importing it; `run` checks a plan (executor, IPC, start
-method, kind) and imports only the executor it needs, so the CLI starts fast and Celery is loaded only
+method, broker, kind) and imports only the executor it needs, so the CLI starts fast and Celery is loaded only
 for the Celery executor.
 """
 
@@ -29,6 +29,7 @@ from workers.base import (
 from workers.processes import IPC_MODULES
 
 __all__ = [
+    "BROKERS",
     "EXECUTORS",
     "IPCS",
     "START_METHODS",
@@ -55,6 +56,11 @@ __all__ = [
 #: The names of the in-host IPC mechanisms of the `processes` executor (its registry: IPC_MODULES).
 IPCS = tuple(IPC_MODULES)
 START_METHODS = ("fork", "spawn", "forkserver")
+#: The brokers the celery executor can start for itself (`workers.celery.localstack.EMBEDDABLE`, by
+#: name; not imported here, so the CLI starts fast). A plan without one deploys as the executor always
+#: has: on the broker configured (CELERY_BROKER_URL), else on the first, the embedded Redis
+#: (`brokers.EMBEDDED`).
+BROKERS = ("redis", "rabbitmq")
 
 #: Upper bound on --workers: past a few hundred, threads or processes only measure the OS's scheduler.
 WORKERS_MAX = 512
@@ -73,6 +79,8 @@ class ExecutorSpec:
     #: the default.
     ipcs: Collection[str] = ()
     uses_start_method: bool = False
+    #: The brokers it can start for itself; the first is what it starts when none is named.
+    brokers: tuple[str, ...] = ()
     #: The job kinds this executor can run; None means all of them.
     kinds: tuple[str, ...] | None = None
 
@@ -93,7 +101,8 @@ EXECUTORS: dict[str, ExecutorSpec] = {
         ExecutorSpec(
             "celery",
             "workers.celery.chord",
-            "Celery worker processes fed through a Redis broker (a chord of chunk tasks)",
+            "Celery worker processes fed through a broker, Redis or RabbitMQ (a chord of chunk tasks)",
+            brokers=BROKERS,
         ),
         ExecutorSpec(
             "asyncio",
@@ -108,12 +117,14 @@ EXECUTORS: dict[str, ExecutorSpec] = {
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A validated way to run a job: which executor, how many workers, and its IPC/start method."""
+    """A validated way to run a job: which executor, how many workers, and its IPC/start method, or
+    the broker it deploys on (None: its default deployment, see BROKERS)."""
 
     executor: str
     workers: int
     ipc: str | None = None
     start_method: str | None = None
+    broker: str | None = None
 
 
 def default_start_method() -> str:
@@ -130,8 +141,11 @@ def plan(
     workers: int,
     ipc: str | None = None,
     start_method: str | None = None,
+    broker: str | None = None,
 ) -> Plan:
-    """Validate a combination, filling in defaults (IPC `queue`, the platform's start method)."""
+    """Validate a combination, filling in defaults (IPC `queue`, the platform's start method); a broker
+    is left unset unless named: the default deployment is the configured broker's, or the embedded
+    Redis."""
     spec = EXECUTORS.get(executor)
     if spec is None:
         raise PlanError(f"unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
@@ -154,11 +168,15 @@ def plan(
         raise PlanError(f"--start-method applies to the processes executor only, not {executor}")
     if start_method is not None and start_method not in START_METHODS:
         raise PlanError(f"unknown start method {start_method!r} (choose from {', '.join(START_METHODS)})")
+    if broker is not None and not spec.brokers:
+        raise PlanError(f"--broker applies to the celery executor only, not {executor}")
+    if broker is not None and broker not in spec.brokers:
+        raise PlanError(f"unknown broker {broker!r} (choose from {', '.join(spec.brokers)})")
     if spec.ipcs:
         ipc = ipc or next(iter(spec.ipcs))
     if spec.uses_start_method:
         start_method = start_method or default_start_method()
-    return Plan(executor, workers, ipc, start_method)
+    return Plan(executor, workers, ipc, start_method, broker)
 
 
 def variants(
@@ -167,9 +185,12 @@ def variants(
     *,
     executors: Sequence[str] | None = None,
     start_methods: Sequence[str] | None = None,
+    brokers: Sequence[str] | None = None,
 ) -> list[Plan]:
     """Every way to run `kind`: each applicable executor, each IPC, each start method asked for
-    (default: the platform's). Serial comes first — it is the baseline for speedups."""
+    (default: the platform's), each broker asked for (default: the default deployment only — a
+    comparison does not start a RabbitMQ node unless asked). Serial comes first — it is the baseline
+    for speedups."""
     chosen = list(executors or EXECUTORS)
     unknown = [name for name in chosen if name not in EXECUTORS]
     if unknown:
@@ -177,6 +198,9 @@ def variants(
     if "serial" not in chosen:
         chosen.insert(0, "serial")
     methods = list(start_methods or [default_start_method()])
+    unknown = [name for name in brokers or () if name not in BROKERS]
+    if unknown:
+        raise PlanError(f"unknown broker {unknown[0]!r} (choose from {', '.join(BROKERS)})")
     plans = []
     for name in sorted(chosen, key=list(EXECUTORS).index):
         spec = EXECUTORS[name]
@@ -184,7 +208,9 @@ def variants(
             continue
         for ipc in spec.ipcs or (None,):
             for method in methods if spec.uses_start_method else (None,):
-                plans.append(plan(kind, name, 1 if name == "serial" else workers, ipc, method))
+                for broker in (brokers or (None,)) if spec.brokers else (None,):
+                    count = 1 if name == "serial" else workers
+                    plans.append(plan(kind, name, count, ipc, method, broker))
     return plans
 
 
@@ -205,7 +231,9 @@ def deployment(plan_: Plan) -> Iterator[Deployed]:
     if not isinstance(executor, DeployingExecutor):
         yield Deployed({})
         return
-    with executor.deploy(workers=plan_.workers) as deployed:
+    # Only to an executor that deploys on a broker (a DeployingExecutor's `deploy` needs no more).
+    on: dict[str, Any] = {"broker": plan_.broker} if plan_.broker is not None else {}
+    with executor.deploy(workers=plan_.workers, **on) as deployed:
         yield Deployed({"deployment": deployed}, deployed.facts())
 
 
@@ -224,4 +252,6 @@ def run(job: Job, plan_: Plan, *, progress: OnChunk | None = None, **options: An
         extra["ipc"] = plan_.ipc
     if plan_.start_method is not None:
         extra["start_method"] = plan_.start_method
+    if plan_.broker is not None and "deployment" not in extra:
+        extra["broker"] = plan_.broker
     return load(plan_.executor).run(job, workers=plan_.workers, progress=progress, **extra)

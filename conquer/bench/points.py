@@ -149,6 +149,7 @@ def plan_params(job: Job, plan: Plan) -> dict[str, Any]:
         "executor": plan.executor,
         "ipc": plan.ipc,
         "start_method": plan.start_method,
+        "broker": plan.broker,
         "workers": plan.workers,
         "kind": job.kind,
         "n": job.n,

@@ -1,9 +1,10 @@
 """Series `ratios`: the issues' ratio targets measured exactly as stated, all in one run.
 
 sum 1..10^8 in 16 chunks on `serial`, on `processes` (as many workers as cores, default IPC and start
-method, as `conquer run --on processes` runs it) and on `celery` (as many workers as cores), in
-interleaved rounds so that all three see the same machine. Gives processes' speedup over serial and
-Celery's wall time as a multiple of processes'.
+method, as `conquer run --on processes` runs it) and on `celery` (as many workers as cores) — on its
+embedded Redis and, where rabbitmq-server is installed, on a private RabbitMQ node — in interleaved
+rounds so that all of them see the same machine. Gives processes' speedup over serial and Celery's
+wall time, on each broker, as a multiple of processes'.
 """
 
 from __future__ import annotations
@@ -23,22 +24,26 @@ def measure(context: Context) -> Series:
         "ratios",
         "Target ratios",
         f"sum 1..{job.n:_} in {job.chunks} chunks on serial, processes and celery ({cores} workers each, "
-        "as many as cores), in interleaved rounds: processes' speedup over serial, and Celery's wall "
-        "time over processes'.",
+        "as many as cores; celery on its embedded Redis, and as celery/rabbitmq on a private RabbitMQ "
+        "node), in interleaved rounds: processes' speedup over serial, and Celery's wall time over "
+        "processes' on each broker.",
         parameters={"kind": job.kind, "n": job.n, "chunks": job.chunks, "workers": cores},
     )
     plans = [registry.serial(job.kind), workers.plan(job.kind, "processes", cores)]
     plans += [workers.plan(job.kind, name, cores) for name in registry.present(series, (registry.CELERY,))]
+    plans = registry.with_rabbitmq(series, plans)
     reporter.begin(series, len(plans) * profile.repeats)
     with timed(series):
         series.points = run_cases([(job, plan) for plan in plans], context)
-    by_executor = {point.params["executor"]: point for point in series.points}
-    serial, processes, celery = (by_executor.get(name) for name in ("serial", "processes", "celery"))
+    serial, processes = series.find(executor="serial"), series.find(executor="processes")
+    celery = series.find(executor=registry.CELERY, broker=None)
+    on_rabbitmq = series.find(executor=registry.CELERY, broker=registry.RABBITMQ)
     add_speedups([point for point in (serial, processes) if point is not None], serial, cores)
     series.derived = {
         "processes_speedup": processes.derived["speedup"] if processes is not None else None,
         # Celery's wall time over processes': processes' "speedup" over Celery, by the same rule.
         "celery_over_processes": figures.speedup(median(celery), median(processes)),
+        "celery_rabbitmq_over_processes": figures.speedup(median(on_rabbitmq), median(processes)),
     }
     return series
 

@@ -4,6 +4,8 @@ the registry lacks records it as skipped, saying why, instead of failing."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import workers
 from conquer.bench.points import Series
 from workers import Plan
@@ -34,3 +36,37 @@ def every_way(kind: str, worker_count: int) -> list[Plan]:
 
 def serial(kind: str) -> Plan:
     return workers.plan(kind, "serial", 1)
+
+
+#: The broker a celery point runs on beside the default deployment (the embedded Redis).
+RABBITMQ = "rabbitmq"
+
+
+def with_rabbitmq(series: Series, plans: list[Plan]) -> list[Plan]:
+    """`plans`, each celery plan followed by the same on a private RabbitMQ node (`--broker
+    rabbitmq`), to be measured in the same rounds — or `plans` as they are, the RabbitMQ point
+    recorded as skipped in one line, where no node can run here or a broker is configured (that
+    external broker is then the only one measured)."""
+    celery = [plan for plan in plans if plan.executor == CELERY and plan.broker is None]
+    if not celery:
+        return plans
+    from workers.celery.brokers import rabbitmq
+    from workers.celery.settings import ENV_BROKER, SettingsError, settings
+
+    try:
+        configured = settings().broker_configured
+    except SettingsError:
+        configured = False  # the celery points themselves say what is wrong
+    try:
+        rabbitmq.server_binary()
+        reason = f"{ENV_BROKER} is set: only that broker is measured" if configured else None
+    except RuntimeError as error:
+        reason = str(error)
+    if reason is not None:
+        series.skip(f"{CELERY}/{RABBITMQ}", reason)
+        return plans
+    return [
+        each
+        for plan in plans
+        for each in ((plan, dataclasses.replace(plan, broker=RABBITMQ)) if plan in celery else (plan,))
+    ]

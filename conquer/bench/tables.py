@@ -47,7 +47,7 @@ def figure(key: str, value: Any) -> str:
         (lambda name: name.endswith("per_s") or name == "per_second", rate),
         (lambda name: name.endswith("_s"), duration),
         (lambda name: name in ("efficiency", "of_limit", "spread"), percent),
-        (lambda name: "speedup" in name or name in ("growth", "celery_over_processes"), ratio),
+        (lambda name: "speedup" in name or name == "growth" or name.endswith("_over_processes"), ratio),
     ]
     for matches, render in formats:
         if matches(key):
@@ -56,7 +56,7 @@ def figure(key: str, value: Any) -> str:
 
 
 #: Parameters that a point's label already spells out (e.g. "processes/queue/fork").
-IN_LABEL = ("executor", "ipc", "start_method", "mechanism", "tool", "command", "transport")
+IN_LABEL = ("executor", "ipc", "start_method", "broker", "mechanism", "tool", "command", "transport")
 
 #: Column headings for metrics and derived figures; any other key is shown with spaces for underscores.
 HEADINGS = {

@@ -47,7 +47,8 @@ def point_figure(series: dict[str, Any] | None, figure: str, **params: Any) -> f
 
 
 def points(series: dict[str, Any] | None, **params: Any) -> list[dict[str, Any]]:
-    """The points of `series` whose params include all of `params`."""
+    """The points of `series` whose params include all of `params` (a param a point lacks is None:
+    `broker=None` is celery's default deployment, also in runs from before points named a broker)."""
     return [
         point
         for point in (series or {}).get("points", [])
@@ -114,7 +115,7 @@ TARGETS = (
         lambda series: derived(series.get("ratios"), "celery_over_processes"),
         ratio_matches,
         lambda series: [
-            *points(series.get("ratios"), executor="celery"),
+            *points(series.get("ratios"), executor="celery", broker=None),
             *points(series.get("ratios"), executor="processes"),
         ],
         flag_kinds=(figures.DISTURBED,),
@@ -127,9 +128,9 @@ TARGETS = (
         1500,
         "chunks/s",
         "trivial",
-        lambda series: point_figure(series.get("trivial"), "chunks_per_s", executor="celery"),
+        lambda series: point_figure(series.get("trivial"), "chunks_per_s", executor="celery", broker=None),
         lambda parameters: parameters.get("chunks") == profiles.TARGET_TRIVIAL_CHUNKS,
-        lambda series: points(series.get("trivial"), executor="celery"),
+        lambda series: points(series.get("trivial"), executor="celery", broker=None),
     ),
     Target(
         "threads-download-speedup",

@@ -2,7 +2,8 @@
 
 sum 1..N in N chunks of one item each: the time is all messaging — the range out, the result back, the
 bookkeeping in between — so chunks per second is the executor's ceiling for fine-grained work. Serial
-(no messages at all) is the reference.
+(no messages at all) is the reference. Celery runs on its embedded Redis and, where rabbitmq-server
+is installed, on a private RabbitMQ node too (`celery/rabbitmq`), in the same rounds.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ def measure(context: Context) -> Series:
     series = Series(
         "trivial",
         "Trivial-chunk throughput",
-        f"sum 1..{job.n} in {job.chunks} chunks of one item each on every executor with {cores} workers: "
-        "chunks per second = chunks / median wall time, all of it messaging overhead.",
+        f"sum 1..{job.n} in {job.chunks} chunks of one item each on every executor with {cores} workers "
+        "(celery on its embedded Redis, and as celery/rabbitmq on a private RabbitMQ node): chunks per "
+        "second = chunks / median wall time, all of it messaging overhead.",
         parameters={"kind": job.kind, "n": job.n, "chunks": job.chunks, "workers": cores},
     )
-    cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in registry.every_way(job.kind, cores)]
+    plans = registry.with_rabbitmq(series, registry.every_way(job.kind, cores))
+    cases = [(job, registry.serial(job.kind))] + [(job, plan) for plan in plans]
     reporter.begin(series, len(cases) * profile.repeats)
     with timed(series):
         series.points = run_cases(cases, context)

@@ -30,13 +30,17 @@ from tests.conquer.rows import check_runs, disturbed_flags, expected_disturbed
 SCHEMA = Path(__file__).resolve().parents[2] / "docs" / "bench" / "schema.json"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
+#: The tiny run (`tiny_run`) is set up by whichever of its tests runs first, within that test's timeout.
+pytestmark = pytest.mark.timeout(240)
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """One tiny run of every series, shared by the tests that read its output."""
     out = tmp_path_factory.mktemp("bench")
-    # The builds series adds about 25 s at load 7 (two runners, each with its Celery stacks): 79 s in all.
-    result = conquer("bench", "--tiny", "--out", str(out), timeout=160)
+    # The builds series adds about 25 s at load 7 (two runners, each with its Celery stacks): 79 s in all;
+    # the RabbitMQ node ratios and trivial run celery on, 10-15 s more: 81 s in all at load 2.
+    result = conquer("bench", "--tiny", "--out", str(out), timeout=220)
     return result, out
 
 
@@ -135,6 +139,41 @@ def test_an_expected_executor_that_is_absent_is_named_as_not_measured(document: 
         assert all(target["status"] == "not measured" for target in celery_targets)
         assert all("celery" in target["reason"] for target in celery_targets)
         assert any(note.startswith("celery not measured in ratios") for note in document["notes"])
+
+
+def test_ratios_and_trivial_run_celery_on_rabbitmq_beside_redis(document: dict[str, Any]) -> None:
+    """Where a RabbitMQ node can run (and no broker is configured), each of the two series has a
+    `celery/rabbitmq` point next to celery's own, measured on a private node; elsewhere, one line
+    saying why not."""
+    from workers.celery.brokers import rabbitmq
+
+    try:
+        rabbitmq.server_binary()
+        here = document["machine"]["broker"]["kind"] == "embedded"
+    except RuntimeError:
+        here = False
+    by_name = {series["name"]: series for series in document["series"]}
+    for name in ("ratios", "trivial"):
+        series = by_name[name]
+        celery = [point for point in series["points"] if point["params"]["executor"] == "celery"]
+        skipped = [item for item in series["skipped"] if item["what"] == "celery/rabbitmq"]
+        if not here:
+            assert [point["params"]["broker"] for point in celery] == [None], name
+            assert len(skipped) == 1, name
+            assert skipped[0]["reason"], name
+            continue
+        assert skipped == [], name
+        assert [(point["label"], point["params"]["broker"]) for point in celery] == [
+            ("celery", None),
+            ("celery/rabbitmq", "rabbitmq"),
+        ], name
+        assert [point["deployment"]["broker_name"] for point in celery] == ["Redis", "RabbitMQ"], name
+        assert all(point["verified"] and point["median"] is not None for point in celery), name
+    ratios = by_name["ratios"]
+    processes = next(point for point in ratios["points"] if point["params"]["executor"] == "processes")
+    on_rabbitmq = [point for point in ratios["points"] if point["params"]["broker"] == "rabbitmq"]
+    expected = figures.speedup(on_rabbitmq[0]["median"], processes["median"]) if on_rabbitmq else None
+    assert ratios["derived"]["celery_rabbitmq_over_processes"] == expected
 
 
 def test_machine_facts_name_the_build_packages_and_broker(document: dict[str, Any]) -> None:

@@ -5,8 +5,9 @@ The modules, roughly in the order a job meets them:
     settings.py     one frozen `Settings`, read from the environment once, that every process of a
                     stack builds alike (broker URL, key prefix, time limits); loads nothing heavy
     brokers/        the broker seam: what depends on which broker carries the messages, one module
-                    per broker behind the `Broker` protocol (Redis today; brokers/redis.py also
-                    serves the result backend, which is Redis whatever the broker)
+                    per broker behind the `Broker` protocol (Redis, RabbitMQ; brokers/redis.py also
+                    serves the result backend, which is Redis whatever the broker), and
+                    brokers/rabbitmq_node.py, which runs a private RabbitMQ node
     app.py          the Celery app and its two thin tasks, `conquer.chunk` and `conquer.combine`,
                     over `tasks.job`'s pure functions: what `celery -A tasks worker` runs
     jobstore.py     the job store: each job's record in Redis (chunks done and failed, who ran each,
@@ -17,7 +18,8 @@ The modules, roughly in the order a job meets them:
     kombu_fixes.py  the patches to kombu (and Celery) that send a job all or nothing, each naming
                     the upstream issue it works around and when it can go
     chord.py        the `celery` executor (`conquer run --on celery`): deploy, run, verified report
-    localstack.py   a private stack on this machine — embedded broker, workers, Flower (`conquer up`)
+    localstack.py   a private stack on this machine — embedded broker (Redis, or a private RabbitMQ
+                    node with Redis for results), workers, Flower (`conquer up`)
     launcher.py     `python -m workers.celery.launcher PID CMD`: a command killed when PID dies
 
 How a job flows:

@@ -6,8 +6,9 @@ through the result backend, where the last one triggers the combine step on a wo
 record says which worker (Celery node name) and pid ran it.
 
 With no broker configured (CELERY_BROKER_URL unset), `run` starts a private stack for the run — an
-embedded Redis and `workers` worker processes (`workers.celery.localstack`) — and stops it afterwards. With
-one configured, it sends the job there and the workers already running take it.
+embedded Redis and `workers` worker processes (`workers.celery.localstack`) — and stops it afterwards;
+with `broker="rabbitmq"`, a private RabbitMQ node is the broker and the embedded Redis the result
+backend. With one configured, it sends the job there and the workers already running take it.
 
 Starting the stack is a deployment cost, not part of any job: `wall_s` runs from sending the chord to
 receiving the answer, and the start-up time is reported separately (`details["setup_s"]`). `compare`
@@ -16,6 +17,7 @@ starts the stack once (`deploy`) for all of its runs.
 Usage::
 
     conquer run sum 100_000_000 --on celery --workers 2
+    conquer run sum 1e8 --on celery --broker rabbitmq
     CELERY_BROKER_URL=redis://localhost:6379/0 conquer run sum 1e8 --on celery
 """
 
@@ -39,9 +41,10 @@ from workers.base import (
     WorkerLost,
     make_report,
 )
+from workers.celery import brokers
 from workers.celery.client import Client
 from workers.celery.jobstore import CANCELLED, FAILURE, JobStatus
-from workers.celery.localstack import LocalStack, StackError, local_stack, node_layout
+from workers.celery.localstack import DEFAULT_BROKER, LocalStack, StackError, local_stack, node_layout
 from workers.celery.settings import Settings, mask, settings
 
 #: Slack on top of the longest the job can take when every chunk runs into its hard time limit.
@@ -59,22 +62,36 @@ class Deployment:
 
     def facts(self) -> dict[str, Any]:
         """What `run` and `compare` show about the deployment next to the timings."""
+        name = brokers.for_url(self.client.settings.broker_url).NAME
         if self.stack is not None:
             return {
                 "broker": "embedded",
+                "broker_name": name,
                 "stack": self.stack.describe(),
                 "task_events": self.stack.settings.task_events,
                 "setup_s": round(self.setup_s, 3),
             }
-        return {"broker": "external", "broker_url": mask(self.client.settings.broker_url)}
+        return {
+            "broker": "external",
+            "broker_name": name,
+            "broker_url": mask(self.client.settings.broker_url),
+        }
 
 
 @contextmanager
-def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment]:
-    """Connect to the configured broker, or start a private stack of `workers` worker processes."""
+def deploy(*, workers: int, base: Settings | None = None, broker: str | None = None) -> Iterator[Deployment]:
+    """Connect to the configured broker, or start a private stack of `workers` worker processes on
+    `broker` (a name of `localstack.EMBEDDABLE`; default: the embedded Redis). A configured broker
+    that is not `broker` is an ExecutorError."""
     base = base or settings()
     began = time.monotonic()
     if base.broker_configured:
+        configured = brokers.for_url(base.broker_url).NAME
+        if broker is not None and broker != configured.lower():
+            raise ExecutorError(
+                f"broker {broker} asked for, but the configured broker is {configured} "
+                f"({mask(base.broker_url)}): unset CELERY_BROKER_URL to start a private {broker}"
+            )
         client = Client.connect(base)
         try:
             yield Deployment(client, None, time.monotonic() - began)
@@ -86,7 +103,7 @@ def deploy(*, workers: int, base: Settings | None = None) -> Iterator[Deployment
     # nobody. (`conquer up` keeps them: Flower shows them.)
     node_settings = dataclasses.replace(node_settings, task_events=False)
     try:
-        with local_stack(node_settings, workers=nodes) as stack:
+        with local_stack(node_settings, workers=nodes, broker=broker or DEFAULT_BROKER) as stack:
             yield Deployment(Client(stack.app, stack.settings), stack, stack.startup_s)
     except StackError as error:
         raise ExecutorError(f"the embedded Celery stack failed: {error}") from None
@@ -99,10 +116,12 @@ def run(
     progress: OnChunk | None = None,
     deployment: Deployment | None = None,
     timeout: float | None = None,
+    broker: str | None = None,
 ) -> Report:
-    """Run `job` through Celery and return the report (chunk records name each worker and pid)."""
+    """Run `job` through Celery and return the report (chunk records name each worker and pid);
+    without a `deployment`, deploys one on `broker` for this run."""
     if deployment is None:
-        with deploy(workers=workers) as own:
+        with deploy(workers=workers, broker=broker) as own:
             return run(job, workers=workers, progress=progress, deployment=own, timeout=timeout)
     client, stack = deployment.client, deployment.stack
     deadline = timeout if timeout is not None else expected_limit(job, workers, client.settings)

