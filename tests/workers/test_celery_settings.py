@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import fresh_python
+from workers.celery.brokers import rabbitmq
 from workers.celery.settings import DEFAULT_BROKER_URL, Settings, SettingsError, mask
 
 
@@ -160,3 +161,13 @@ def test_the_rabbitmq_config_has_the_measured_heartbeat_classic_queues_and_no_co
     redis = config(Settings.from_env({"CELERY_BROKER_URL": "redis://redis:6379/0"}))
     assert "broker_heartbeat" not in redis
     assert redis["broker_transport_options"]["visibility_timeout"] == 20
+
+
+def test_a_chunk_limit_nobody_chose_follows_the_broker_and_a_chosen_one_stays() -> None:
+    """The embedded stack moves its settings onto a private RabbitMQ node (`--broker rabbitmq`): the
+    default limit becomes RabbitMQ's (nothing to keep below a visibility timeout there), while a limit
+    set in CONQUER_CHUNK_TIME_LIMIT is the user's and stays."""
+    url = AMQP["CELERY_BROKER_URL"]
+    moved = Settings.from_env({}).on_broker(url)
+    assert (moved.broker_url, moved.chunk_time_limit) == (url, rabbitmq.CHUNK_TIME_LIMIT_S)
+    assert Settings.from_env({"CONQUER_CHUNK_TIME_LIMIT": "12"}).on_broker(url).chunk_time_limit == 12

@@ -69,6 +69,7 @@ class Deployment:
                 "broker_name": name,
                 "stack": self.stack.describe(),
                 "task_events": self.stack.settings.task_events,
+                "chunk_time_limit_s": self.stack.settings.chunk_time_limit,
                 "setup_s": round(self.setup_s, 3),
             }
         return {

@@ -203,7 +203,7 @@ def local_stack(
             if EMBEDDABLE[broker] is rabbitmq:
                 node = _start_node(directory / "rabbitmq")
                 cleanup.callback(node.close)  # after the workers' warm shutdown, before Redis stops
-                settings = dataclasses.replace(settings, broker_url=node.url)
+                settings = settings.on_broker(node.url)
         app = make_app(settings)
         cleanup.callback(close_app, app)
         stack = LocalStack(

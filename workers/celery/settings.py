@@ -74,6 +74,9 @@ class Settings:
     worker_pool: str = "prefork"
     visibility_timeout: int = DEFAULT_VISIBILITY_TIMEOUT_S
     chunk_time_limit: int = DEFAULT_CHUNK_TIME_LIMIT_S
+    #: Whether CONQUER_CHUNK_TIME_LIMIT chose the limit; if not, it is the broker's default and follows
+    #: the broker when the settings move to another one (`on_broker`).
+    chunk_time_limit_chosen: bool = False
     result_expires: int = DEFAULT_RESULT_EXPIRES_S
     #: Task events are what Flower shows; without a monitor they are two extra messages per chunk.
     task_events: bool = True
@@ -140,6 +143,7 @@ class Settings:
             worker_pool=env.get(ENV_POOL, "").strip() or "prefork",
             visibility_timeout=_integer(env, ENV_VISIBILITY, DEFAULT_VISIBILITY_TIMEOUT_S),
             chunk_time_limit=_integer(env, ENV_TIME_LIMIT, chunk_limit),
+            chunk_time_limit_chosen=bool(env.get(ENV_TIME_LIMIT, "").strip()),
             result_expires=_integer(env, ENV_EXPIRES, DEFAULT_RESULT_EXPIRES_S),
             task_events=_flag(env, ENV_EVENTS, default=True),
         )
@@ -147,6 +151,15 @@ class Settings:
     def with_broker(self, url: str) -> Settings:
         """These settings pointed at another Redis (broker and results both), e.g. an embedded one."""
         return dataclasses.replace(self, broker_url=url, result_backend=url, broker_configured=True)
+
+    def on_broker(self, url: str) -> Settings:
+        """These settings with `url` as the broker (the results stay where they are): a chunk time
+        limit nobody chose becomes the new broker's default — RabbitMQ's needs no room for a
+        visibility timeout."""
+        limit = self.chunk_time_limit
+        if not self.chunk_time_limit_chosen:
+            limit = brokers.for_url(url).CHUNK_TIME_LIMIT_S
+        return dataclasses.replace(self, broker_url=url, broker_configured=True, chunk_time_limit=limit)
 
     def to_env(self) -> dict[str, str]:
         """The variables that rebuild these settings in another process (a worker we start)."""
