@@ -100,11 +100,16 @@ def test_two_apps_in_one_process_keep_their_own_time_limits() -> None:
     default.close()
 
 
-@pytest.mark.parametrize(("parent", "status"), [("os.getppid()", 0), ("os.getppid() + 1_000_000", 1)])
+@pytest.mark.parametrize(
+    ("parent", "status"),
+    [("os.getppid()", 0), ("os.getppid() + 1_000_000", 1), ("os.getpid()", 0)],
+    ids=["pool process of a live worker", "orphaned pool process", "solo worker itself"],
+)
 def test_a_pool_process_whose_worker_died_before_its_initializer_exits(parent: str, status: int) -> None:
     """The race `_pool_process_dies_with_its_worker` closes: the worker recorded as its parent is not
     its parent any more (it died and the process was reparented), so it exits instead of living on.
-    (Every Celery test shows the other side: a pool process of a live worker stays.)"""
+    A pool process of a live worker stays, and so does a solo worker, which gets the same signal in
+    its own process (tests/workers/test_celery_pools.py runs one)."""
     code = (
         "import os, workers.celery.app as app; "
         f"app._worker_pid = {parent}; app._pool_process_dies_with_its_worker(); print('stayed')"

@@ -241,8 +241,10 @@ def _pool_process_dies_with_its_worker(**_: Any) -> None:
     """Celery gives a pool process its death signal (SIGKILL when the worker exits) in the process's
     initializer, after the fork: a worker killed in between leaves an orphan that no signal will reach
     (seen once at load 9: two pool processes outlived a SIGKILLed embedded stack). This runs after that
-    setting, so an orphan finds its parent gone here and exits, as `workers.celery.launcher` does."""
-    if _worker_pid is not None and os.getppid() != _worker_pid:
+    setting, so an orphan finds its parent gone here and exits, as `workers.celery.launcher` does.
+    The solo pool sends this signal in the worker's own process, which is no pool process: it stays."""
+    in_pool_process = _worker_pid is not None and os.getpid() != _worker_pid
+    if in_pool_process and os.getppid() != _worker_pid:
         os._exit(1)
 
 
