@@ -61,6 +61,10 @@ SKIPPED = {
         "needs the free-threaded build above: tests/conquer/test_interpreters.py runs it (at 1e6)"
     ),
     "conquer demo hosts": "needs root and builds network namespaces: tests/demos/test_hosts_demo.py runs it",
+    "conquer compare sum 1e7 --executors celery --broker redis,rabbitmq": (
+        "needs Debian's rabbitmq-server (skipped in one line where it is missing): "
+        "tests/workers/test_embedded_rabbitmq.py runs it"
+    ),
     "conquer bench --quick --series round-trip --out /tmp/conquer-bench": (
         "a benchmark (14 s idle, more under load), the same whoever runs it: tests/test_readme.py runs it"
     ),

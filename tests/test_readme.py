@@ -96,6 +96,23 @@ RUN_ELSEWHERE = {
         why="a window: the test runs the module under Xvfb and clicks its buttons, with short downloads",
     ),
     "conquer demo hosts": RunsIn("tests/demos/test_hosts_demo.py"),
+    "conquer compare sum 1e7 --executors celery --broker redis,rabbitmq": RunsIn(
+        "tests/workers/test_embedded_rabbitmq.py",
+        (
+            "compare",
+            "sum",
+            "1e5",
+            "--executors",
+            "celery",
+            "--repeats",
+            "2",
+            "--json",
+            "--broker",
+            "redis,rabbitmq",
+        ),
+        why="at 1e5, twice each, as JSON: the test checks a row per broker, each exact, and that the node "
+        "and both stacks are gone afterwards — not speed",
+    ),
     "conquer up --workers 2": RunsIn(
         "tests/conquer/test_stack_cli.py",
         ("up", "--workers", "2", "--flower-port", ANY),

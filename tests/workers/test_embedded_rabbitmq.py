@@ -142,8 +142,10 @@ def test_a_sigkilled_conquer_takes_its_rabbitmq_node_and_epmd_with_it(tmp_path: 
 @pytest.mark.usefixtures("node_here")
 def test_compare_puts_a_row_per_broker_side_by_side_and_leaves_nothing(tmp_path: Path) -> None:
     tmpdir = tmp_path / "tmp"
-    args = ("compare", "sum", "100000", "--executors", "celery", "--repeats", "2", "--json")
-    process = conquer_in(tmpdir, *args, "--broker", "redis,rabbitmq")
+    process = conquer_in(
+        tmpdir, "compare", "sum", "1e5", "--executors", "celery", "--repeats", "2", "--json",
+        "--broker", "redis,rabbitmq",
+    )  # fmt: skip
     stdout, stderr = process.communicate(timeout=150)
     assert process.returncode == ExitCode.OK, stderr
     rows = [row for row in json.loads(stdout)["results"] if row["executor"] == "celery"]
