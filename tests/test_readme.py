@@ -96,6 +96,11 @@ RUN_ELSEWHERE = {
         why="a window: the test runs the module under Xvfb and clicks its buttons, with short downloads",
     ),
     "conquer demo hosts": RunsIn("tests/demos/test_hosts_demo.py"),
+    "conquer bench --series recovery --out /tmp/recovery": RunsIn(
+        "tests/conquer/test_bench_recovery.py",
+        ("bench", "--series", "recovery", "--repeats", "1", "--out", ANY),
+        why="5 rounds take a quarter of an hour: the test runs one, into a temporary directory",
+    ),
     "conquer up --workers 2": RunsIn(
         "tests/conquer/test_stack_cli.py",
         ("up", "--workers", "2", "--flower-port", ANY),

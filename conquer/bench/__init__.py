@@ -8,7 +8,7 @@ report and, with the `bench` extra (matplotlib), PNG charts.
 
 Usage::
 
-    conquer bench --quick --out /tmp/bench          # every series on small jobs, < 2 min on 2 cores
+    conquer bench --quick --out /tmp/bench          # every series but recovery, small jobs, < 2 min
     conquer bench --out docs/bench                  # the full run (a quarter of an hour on 2 cores)
     conquer bench --quick --series ratios,io        # only some series
     conquer bench --series recovery                 # faults on several hosts (root): only when named

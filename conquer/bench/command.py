@@ -19,7 +19,7 @@ from conquer.options import Failure, celery_settings, command
 
 EPILOG = """\b
 Examples:
-  conquer bench --quick                      # every series on small jobs: < 2 min on 2 cores
+  conquer bench --quick                      # every series but recovery, small jobs: < 2 min on 2 cores
   conquer bench --out docs/bench             # the full run: about a quarter of an hour on 2 cores
   conquer bench --quick --series ratios,io --out /tmp/bench
   conquer bench --series builds --python .venv-ft/bin/python --python .venv/bin/python
@@ -48,7 +48,11 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
 
 
 @command(epilog=EPILOG)
-@click.option("--quick", is_flag=True, help="Every series on small jobs: under 2 minutes on 2 cores.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Every series on small jobs: under 2 minutes on 2 cores (recovery, only when named: 2 rounds).",
+)
 @click.option(
     "--out",
     "out",
@@ -64,8 +68,8 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     default=None,
     metavar="LIST",
     help=f"Comma-separated series to run [default: all but {', '.join(NAMED_ONLY)}]: "
-    f"{', '.join(SERIES + NAMED_ONLY)}. recovery (faults on several hosts: root, nftables; 5 rounds of "
-    "minutes each, 2 with --quick) runs only when named.",
+    f"{', '.join(SERIES + NAMED_ONLY)}. recovery (faults on several hosts: root and nftables; 5 rounds "
+    "of 1-2 minutes per broker, 2 with --quick) runs only when named.",
 )
 @click.option(
     "--repeats",
@@ -94,7 +98,8 @@ def bench(
     pythons: tuple[interpreters.Interpreter, ...],
     tiny: bool,
 ) -> int:
-    """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
+    """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory; and,
+    when named, Celery's recovery from faults."""
     import dataclasses
 
     from conquer.bench import charts, suite
