@@ -12,6 +12,11 @@ Usage::
         job_id = drill.client.submit(job)
         host, index = drill.running(job_id)         # a chunk running now, and where
         drill.net.cut(host)
+
+The `recovery` bench series (`conquer.bench.recovery`) also restarts the broker on its port and data
+(`celery_hosts(..., durable=True)`, `CeleryHosts.restart_broker`), SIGKILLs a worker or its pool
+process (`workers`, `running_in`, `pool_pids`) and puts the deployment back (`respawn`,
+`wait_for_workers`, `broker_idle`, `busy`).
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ if TYPE_CHECKING:
 
 
 #: How long a private server on the link gets to stop cleanly (SIGTERM: Redis writes its append-only
-#: file, RabbitMQ runs its own shutdown) before SIGKILL: five times the 2-5 s RabbitMQ took here.
+#: file, RabbitMQ runs its own shutdown) before SIGKILL: generous — a RabbitMQ node's whole restart,
+#: stop and boot, took 9.3 s here.
 STOP_GRACE_S = 25.0
 
 #: How long the hosts' Redis may take to answer after a start (it loads its append-only file first).
