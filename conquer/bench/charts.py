@@ -346,7 +346,8 @@ def recovery(axes: Axes, series: dict[str, Any]) -> None:
         )
         axes.bar_label(bars, labels=[f"{cost:.1f} s" for cost in costs], padding=2, fontsize=8)
     axes.axhline(0, color="grey", linewidth=0.8)
-    axes.set_xticks(range(len(faults)), [fault.replace("-", " ") for fault in faults])
+    said = {p["params"]["fault"]: p["label"].partition(": ")[2] for p in series["points"]}
+    axes.set_xticks(range(len(faults)), [said.get(fault, fault) for fault in faults])
     axes.set_ylabel("recovery cost (s): faulted wall − fault-free median")
     parameters = series["parameters"]
     axes.set_title(

@@ -118,3 +118,24 @@ def test_recovery_runs_only_when_named() -> None:
     assert result.returncode == ExitCode.OK
     assert "recovery (faults on several hosts" in result.stdout
     assert "runs only when named" in " ".join(result.stdout.split())
+
+
+#: The run docs/benchmarks.md quotes.
+COMMITTED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "recovery" / JSON_FILE
+
+
+def test_the_committed_run_matches_the_schema_and_its_costs_follow_from_its_runs() -> None:
+    document: dict[str, Any] = json.loads(COMMITTED.read_text())
+    validate(document)
+    (series,) = document["series"]
+    free = {p["params"]["broker"]: p for p in series["points"] if p["params"]["fault"] == NO_FAULT}
+    for point in series["points"]:
+        if point["params"]["fault"] == NO_FAULT:
+            continue
+        derived = point["derived"]
+        baseline = statistics.median(free[point["params"]["broker"]]["samples"])
+        costs = [wall - baseline for wall in derived["faulted_walls_s"]]
+        assert derived["recovery_costs_s"] == pytest.approx(costs, abs=2e-3), point["label"]
+        assert derived["recovery_cost_s"] == pytest.approx(statistics.median(costs), abs=2e-3)
+        assert derived["answers"] == [check(JOB)] * point["repeats"]
+        assert len(point["samples"]) == 5
