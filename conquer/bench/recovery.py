@@ -34,11 +34,13 @@ import os
 import signal
 import statistics
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from conquer.bench.context import Context
@@ -116,7 +118,8 @@ def measure(context: Context) -> Series:
         "Recovery from faults, on several hosts",
         f"Celery on {HOSTS} worker hosts (network namespaces; one `celery worker` with one pool process "
         f"each) and a private broker on their link (Redis with an append-only file, or a RabbitMQ node), "
-        f"running {JOB.describe()}: chunks of {CHUNK_S:g} s. Each broker's deployment runs {repeats} "
+        f"running {JOB.describe()}, {JOB.latency:g} s per item: chunks of {CHUNK_S:g} s. Each broker's "
+        f"deployment runs {repeats} "
         "interleaved round(s): the job without a fault, then once per fault in this order, each in the "
         "middle of a chunk: worker SIGKILL (the main process of the worker running it), pool SIGKILL "
         "(its pool process), partition (its host's link cut silently, healed after the answer), broker "
@@ -143,7 +146,7 @@ def measure(context: Context) -> Series:
             "heartbeat_s": rabbitmq.HEARTBEAT_S,
         },
     )
-    with timed(series):
+    with timed(series), terminated_as_interrupted():
         why = hosts.unavailable()
         if why is not None:
             series.skip("every fault on every broker", why)
@@ -160,6 +163,25 @@ def measure(context: Context) -> Series:
             series.points += measure_broker(name, scheme, repeats, context)
     series.derived = totals(series.points)
     return series
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """While measuring, a SIGTERM (`timeout`, a CI job cancelled) ends the run as Ctrl-C does: the
+    hosts, their processes and the brokers are removed on the way out, and what was measured is
+    written — the hosts' processes, unlike an embedded stack's, do not die with this one."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupted(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def measure_broker(name: str, scheme: str, repeats: int, context: Context) -> list[Point]:
@@ -337,7 +359,7 @@ def restore_all(drill: CeleryHosts) -> None:
     answering (respawned if not), and everything settled — or Broken, and the points after it fail
     on their own."""
     for host in drill.net.hosts:
-        with suppress(RuntimeError):  # nft: no such table, the host was not cut
+        with suppress(RuntimeError, OSError):  # nft: no such table (the host was not cut), or no nft
             drill.net.heal(host)
     if drill.broker is not None and (drill.broker.process is None or drill.broker.process.poll() is not None):
         drill.broker.start()

@@ -10,6 +10,7 @@ Needs root, `ip` and `nft` (the hosts) and `rabbitmq-server`: skipped in one lin
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,22 @@ def test_the_committed_run_matches_the_schema_and_its_costs_follow_from_its_runs
         assert derived["recovery_cost_s"] == pytest.approx(statistics.median(costs), abs=2e-3)
         assert derived["answers"] == [check(JOB)] * point["repeats"]
         assert len(point["samples"]) == 5
+
+
+def test_without_nft_the_series_is_skipped_in_one_line_and_nothing_fails(tmp_path: Path) -> None:
+    path = os.pathsep.join(
+        directory
+        for directory in os.environ["PATH"].split(os.pathsep)
+        if not (directory and os.path.exists(os.path.join(directory, "nft")))
+    )
+    result = conquer("bench", "--series", "recovery", "--out", str(tmp_path), env={"PATH": path}, timeout=120)
+    assert result.returncode == ExitCode.OK, result.stderr
+    document: dict[str, Any] = json.loads((tmp_path / JSON_FILE).read_text())
+    validate(document)
+    (series,) = document["series"]
+    assert series["points"] == []
+    (skipped,) = series["skipped"]
+    assert skipped["what"] == "every fault on every broker"
+    assert skipped["reason"].startswith("several hosts need ")
+    assert "\n" not in skipped["reason"]
+    assert "recovery: 0 points" in result.stderr
