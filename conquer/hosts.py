@@ -253,8 +253,14 @@ def _free_subnet() -> ipaddress.IPv4Network:
 
 def _run(command: list[str], stdin: str | None = None, *, must: bool = True) -> str:
     """Run a plumbing command; its output. If it fails: RuntimeError with its message, unless not
-    `must` (clean-up removes what may already be gone)."""
-    done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    `must` (clean-up removes what may already be gone — nothing, if the tool itself is missing: a
+    clean-up that raised there would leave the rest of the run behind)."""
+    try:
+        done = subprocess.run(command, input=stdin, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        if must:
+            raise
+        return ""
     if must and done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)}: {done.stderr.strip() or done.returncode}")
     return done.stdout

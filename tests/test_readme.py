@@ -113,6 +113,11 @@ RUN_ELSEWHERE = {
         why="at 1e5, twice each, as JSON: the test checks a row per broker, each exact, and that the node "
         "and both stacks are gone afterwards — not speed",
     ),
+    "conquer bench --series recovery --out /tmp/recovery": RunsIn(
+        "tests/conquer/test_bench_recovery.py",
+        ("bench", "--series", "recovery", "--repeats", "1", "--out", ANY),
+        why="5 rounds take a quarter of an hour: the test runs one, into a temporary directory",
+    ),
     "conquer up --workers 2": RunsIn(
         "tests/conquer/test_stack_cli.py",
         ("up", "--workers", "2", "--flower-port", ANY),

@@ -304,3 +304,57 @@ def render(document: dict[str, Any], directory: Path) -> list[dict[str, str]]:
             pyplot.close(figure)
         written.append({"series": name, "file": file, "title": title})
     return written
+
+
+def recovery(axes: Axes, series: dict[str, Any]) -> None:
+    """The recovery cost (faulted wall − the fault-free median) per fault: a bar per broker, the runs'
+    range as error bars."""
+    faults = series["parameters"]["faults"]
+    brokers = [
+        broker
+        for broker in series["parameters"]["brokers"]
+        if any(p["params"]["broker"] == broker for p in series["points"])
+    ]
+    width = 0.8 / max(len(brokers), 1)
+    for number, broker in enumerate(brokers):
+        shown = [
+            (position, point["derived"])
+            for position, fault in enumerate(faults)
+            for point in series["points"]
+            if point["params"]["broker"] == broker
+            and point["params"]["fault"] == fault
+            and point["median"] is not None
+            and point["derived"].get("recovery_cost_s") is not None
+        ]
+        if not shown:
+            continue
+        costs = [derived["recovery_cost_s"] for _, derived in shown]
+        below = [
+            cost - derived["recovery_cost_min_s"] for cost, (_, derived) in zip(costs, shown, strict=True)
+        ]
+        above = [
+            derived["recovery_cost_max_s"] - cost for cost, (_, derived) in zip(costs, shown, strict=True)
+        ]
+        free = shown[0][1]["fault_free_wall_s"]
+        bars = axes.bar(
+            [position + (number - (len(brokers) - 1) / 2) * width for position, _ in shown],
+            costs,
+            width,
+            yerr=[below, above],
+            capsize=4,
+            label=f"{broker} (the job alone: {free:.1f} s)",
+        )
+        axes.bar_label(bars, labels=[f"{cost:.1f} s" for cost in costs], padding=2, fontsize=8)
+    axes.axhline(0, color="grey", linewidth=0.8)
+    said = {p["params"]["fault"]: p["label"].partition(": ")[2] for p in series["points"]}
+    axes.set_xticks(range(len(faults)), [said.get(fault, fault) for fault in faults])
+    axes.set_ylabel("recovery cost (s): faulted wall − fault-free median")
+    parameters = series["parameters"]
+    axes.set_title(
+        f"download {parameters['n']} × {parameters['latency']:g} s in {parameters['chunks']} chunks on "
+        f"{parameters['hosts']} hosts, each fault mid-chunk"
+    )
+    axes.legend(fontsize=8)
+
+
+CHARTS.append(("recovery", "recovery.png", "Recovery cost per fault and broker", recovery))

@@ -13,16 +13,17 @@ from typing import Any
 import click
 
 from conquer import interpreters
-from conquer.bench import JSON_FILE, MARKDOWN_FILE, SERIES
+from conquer.bench import JSON_FILE, MARKDOWN_FILE, NAMED_ONLY, SERIES
 from conquer.exitcodes import ExitCode
 from conquer.options import Failure, celery_settings, command
 
 EPILOG = """\b
 Examples:
-  conquer bench --quick                      # every series on small jobs: < 2 min on 2 cores
+  conquer bench --quick                      # every series but recovery, small jobs: < 2 min on 2 cores
   conquer bench --out docs/bench             # the full run: about a quarter of an hour on 2 cores
   conquer bench --quick --series ratios,io --out /tmp/bench
   conquer bench --series builds --python .venv-ft/bin/python --python .venv/bin/python
+  conquer bench --series recovery --out /tmp/recovery   # root: faults on several hosts
 
 \b
 Writes DIR/results.json (schema: docs/bench/SCHEMA.md), DIR/results.md and, with
@@ -36,17 +37,22 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     if value is None:
         return SERIES
     names = tuple(name.strip() for name in value.split(",") if name.strip())
-    unknown = [name for name in names if name not in SERIES]
+    unknown = [name for name in names if name not in SERIES + NAMED_ONLY]
     if unknown or not names:
         raise click.BadParameter(
-            f"unknown series {unknown[0] if unknown else value!r} (choose from {', '.join(SERIES)})",
+            f"unknown series {unknown[0] if unknown else value!r} (choose from "
+            f"{', '.join(SERIES + NAMED_ONLY)})",
             param=param,
         )
     return names
 
 
 @command(epilog=EPILOG)
-@click.option("--quick", is_flag=True, help="Every series on small jobs: under 2 minutes on 2 cores.")
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Every series on small jobs: under 2 minutes on 2 cores (recovery, only when named: 2 rounds).",
+)
 @click.option(
     "--out",
     "out",
@@ -61,7 +67,9 @@ def parse_series(_ctx: click.Context, param: click.Parameter, value: str | None)
     callback=parse_series,
     default=None,
     metavar="LIST",
-    help=f"Comma-separated series to run [default: all]: {', '.join(SERIES)}.",
+    help=f"Comma-separated series to run [default: all but {', '.join(NAMED_ONLY)}]: "
+    f"{', '.join(SERIES + NAMED_ONLY)}. recovery (faults on several hosts: root and nftables; 5 rounds "
+    "of 1-2 minutes per broker, 2 with --quick) runs only when named.",
 )
 @click.option(
     "--repeats",
@@ -90,7 +98,8 @@ def bench(
     pythons: tuple[interpreters.Interpreter, ...],
     tiny: bool,
 ) -> int:
-    """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory."""
+    """Benchmark every executor: scaling, targets, granularity, I/O, overhead, start-up, memory; and,
+    when named, Celery's recovery from faults."""
     import dataclasses
 
     from conquer.bench import charts, suite
@@ -105,7 +114,7 @@ def bench(
     celery_settings()  # the Celery settings and URLs, read now: one that cannot work is bad input (exit 2)
     profile = PROFILES["tiny" if tiny else "quick" if quick else "full"]
     if repeats is not None:
-        profile = dataclasses.replace(profile, repeats=repeats)
+        profile = dataclasses.replace(profile, repeats=repeats, recovery_repeats=repeats)
     try:  # fail now, not after a quarter of an hour of measuring
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):

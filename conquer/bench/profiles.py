@@ -7,6 +7,9 @@
             smaller jobs than theirs).
 - ``tiny``  the tests' run: seconds per series. It proves the plumbing (schema, tables, charts), never
             a speed.
+
+The `recovery` series runs only when named, and its job is the same in every profile (its chunks
+must outlast the look that finds one running); the profiles differ only in its rounds: 5, 2, 1.
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ class Profile:
     every_worker_count: bool = True
     #: A cap on the largest worker count (`tiny` keeps the tests' run short).
     max_workers: int | None = None
+    #: Rounds of the `recovery` series (None: `repeats`). Each round takes minutes (the Redis faults
+    #: wait for the visibility timeout), so the smaller profiles take fewer.
+    recovery_repeats: int | None = None
 
     def worker_counts(self, cores: int) -> tuple[int, ...]:
         """1, 2, ..., 2×cores — or 1, cores, 2×cores — up to `max_workers`."""
@@ -100,6 +106,7 @@ PROFILES = {
             redis_requests=5_000,
             memory_n=(1_000_000, 10_000_000),
             every_worker_count=False,
+            recovery_repeats=2,
         ),
         Profile(
             name="tiny",
@@ -119,6 +126,7 @@ PROFILES = {
             redis_requests=500,
             memory_n=(10_000, 100_000),
             max_workers=2,
+            recovery_repeats=1,
         ),
     )
 }

@@ -9,6 +9,7 @@ from typing import Any
 
 from conquer import machine
 from conquer.bench import (
+    NAMED_ONLY,
     SCHEMA,
     SERIES,
     builds,
@@ -17,6 +18,7 @@ from conquer.bench import (
     io_bound,
     memory,
     ratios,
+    recovery,
     roundtrip,
     startup,
     targets,
@@ -41,8 +43,9 @@ MEASURES: dict[str, Measure] = {
     "round-trip": roundtrip.measure,
     "startup": startup.measure,
     "memory": memory.measure,
+    "recovery": recovery.measure,
 }
-assert tuple(MEASURES) == SERIES, "conquer.bench.SERIES lists the series in the order they run"
+assert tuple(MEASURES) == SERIES + NAMED_ONLY, "conquer.bench.SERIES lists the series in the order they run"
 
 
 class Run:
@@ -60,13 +63,13 @@ class Run:
         self.running: str | None = None
 
     def measure(self, names: Sequence[str], reporter: Reporter) -> None:
-        """Measure each series in `names`, in SERIES order."""
+        """Measure each series in `names`, in SERIES order (then NAMED_ONLY's)."""
         with Deployments() as deployments:
             context = Context(self.profile, machine.cores(), reporter, deployments, self.pythons)
-            for name in SERIES:
+            for name, measure in MEASURES.items():
                 if name in names:
                     self.running = name
-                    series = MEASURES[name](context)
+                    series = measure(context)
                     reporter.end(series)
                     self.measured.append(series)
         self.running = None

@@ -3,6 +3,7 @@ the charts when there are any. Built from the JSON document alone, so it can be 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -225,7 +226,7 @@ def render(document: dict[str, Any]) -> str:
     ]
     for series in document["series"]:
         out += ["", f"## {series['title']} (`{series['name']}`)", "", series["what"], ""]
-        out += series_table(series)
+        out += SERIES_TABLES.get(series["name"], series_table)(series)
         facts = [pair for pair in flatten("", series["derived"]) if pair[1] not in (None, [])]
         listed = [f"- {key}: {figure(key.rpartition('.')[2], value)}" for key, value in facts]
         listed += [f"- *not measured*: {item['what']} — {item['reason']}" for item in series["skipped"]]
@@ -241,3 +242,48 @@ def render(document: dict[str, Any]) -> str:
     if document["notes"]:
         out += ["", "## Notes", "", *(f"- {note}" for note in document["notes"])]
     return "\n".join(out) + "\n"
+
+
+def recovery_table(series: dict[str, Any]) -> list[str]:
+    """The `recovery` series: a row per broker and fault — the fault-free run first, as the baseline —
+    with the time from the fault to the answer and the recovery cost, each median and range, and
+    what went wrong (wrong answers, combines run twice, faults that missed their chunk)."""
+    points = series["points"]
+    if not points:
+        return ["(no points measured)"]
+    header = ["broker", "fault", "runs", "wall time (median)", "fault → answer (median, range)",
+              "recovery cost (median, range)", "chunk runs beyond one each, per run", "wrong answers",
+              "combined twice", "faults off-chunk"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for point in points:
+        derived = point["derived"]
+        if point["median"] is None:
+            measured = (
+                f"**{'wrong answer' if (point['error'] or '').startswith('wrong answer') else 'failed'}**"
+            )
+        else:
+            measured = f"{point['median']:.2f} s ({point['min']:.2f}–{point['max']:.2f})"
+        fault = point["label"].partition(": ")[2]
+        if point["params"]["fault"] == "none":
+            cells = [measured, "—", "—", "—", "—", "—", "—"]
+        else:
+            cost = derived.get("recovery_cost_s")
+            low, high = derived.get("recovery_cost_min_s"), derived.get("recovery_cost_max_s")
+            walls = derived.get("faulted_walls_s") or []
+            cells = [
+                f"{statistics.median(walls):.2f} s" if walls else "—",
+                measured,
+                "—" if cost is None else f"**{cost:+.2f} s** ({low:+.2f}–{high:+.2f})",
+                ", ".join(str(count) for count in derived.get("extra_chunk_runs", [])) or "—",
+                str(derived.get("wrong_answers", 0)),
+                str(derived.get("double_combines", 0)),
+                str(derived.get("faults_off_chunk", 0)),
+            ]
+        row = [point["params"]["broker"], fault, str(point["repeats"]), *cells]
+        lines.append("| " + " | ".join(row) + " |")
+    errors = [f"- {point['label']}: {point['error']}" for point in points if point["error"]]
+    return lines + (["", *errors] if errors else [])
+
+
+#: Series whose table is their own, not `series_table`'s.
+SERIES_TABLES: dict[str, Callable[[dict[str, Any]], list[str]]] = {"recovery": recovery_table}
