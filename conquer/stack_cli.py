@@ -380,7 +380,7 @@ def workers(timeout: float, as_json: bool) -> int:
     Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8,
     saying how to start or point at a stack.
     """
-    with connected() as client:
+    with connected() as client, job_errors():
         found = client.workers(timeout)
     if as_json:
         click.echo(json.dumps([worker.to_dict() for worker in found], indent=2))
