@@ -78,6 +78,7 @@ def stack_variables() -> list[tuple[str, str]]:
         ENV_BACKEND,
         ENV_BACKEND_FILE,
         ENV_BROKER,
+        ENV_BROKER_CA_FILE,
         ENV_BROKER_FILE,
         ENV_PREFIX,
     )
@@ -91,6 +92,7 @@ def stack_variables() -> list[tuple[str, str]]:
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
         (ENV_BACKEND, "where results and progress are kept, in Redis [default: the Redis broker URL]"),
         (ENV_BACKEND_FILE, "a file holding that URL instead [default: unset]"),
+        (ENV_BROKER_CA_FILE, "amqps:// only: a CA certificate (PEM) to trust [default: the system's CAs]"),
         (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
     ]
 

@@ -59,6 +59,7 @@ def variables() -> list[tuple[str, str]]:
     from workers.celery.settings import (
         ENV_BACKEND,
         ENV_BROKER,
+        ENV_BROKER_CA_FILE,
         ENV_BROKER_FILE,
         ENV_CONCURRENCY,
         ENV_EVENTS,
@@ -77,6 +78,7 @@ def variables() -> list[tuple[str, str]]:
             "where results and progress are kept, in Redis; needed with a RabbitMQ broker [default: the "
             "Redis broker URL]",
         ),
+        (ENV_BROKER_CA_FILE, "amqps:// only: a CA certificate (PEM) to trust [default: the system's CAs]"),
         (
             ENV_POOL,
             "prefork (a pool of processes per worker), threads (threads of the worker) or solo (the worker "

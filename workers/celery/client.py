@@ -31,7 +31,7 @@ from workers.base import BrokerUnreachable, ExecutorError
 from workers.celery import brokers, consumers, results
 from workers.celery.brokers import redis
 from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
-from workers.celery.settings import Settings, mask
+from workers.celery.settings import ENV_BROKER_CA_FILE, Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -443,9 +443,10 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     def ping() -> None:
         for url, server in servers.items():
             try:
-                server.ping(url, timeout)
+                server.ping(url, timeout, ca_file=settings.broker_ca_file if server is broker else "")
             except Exception as error:
-                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}")
+                hint = f" ({UNTRUSTED_HINT})" if _untrusted_certificate(error) else ""
+                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}{hint}")
                 return
 
     # A daemon thread, so that a resolver stuck past the deadline cannot keep `conquer` waiting.
@@ -458,6 +459,25 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
         )
     if errors:
         raise BrokerUnreachable(errors[0])
+
+
+#: What to do about a broker whose TLS certificate is not signed by a CA trusted here.
+UNTRUSTED_HINT = (
+    f"its TLS certificate is not signed by a CA trusted here: set {ENV_BROKER_CA_FILE} to the file of the "
+    "CA that signed it"
+)
+
+
+def _untrusted_certificate(error: BaseException | None) -> bool:
+    """Whether `error`, or what it was raised from (kombu wraps it), is a failed certificate check."""
+    import ssl
+
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _reason(error: BaseException) -> str:
