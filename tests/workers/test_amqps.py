@@ -34,10 +34,14 @@ def make_ca(directory: Path, name: str) -> tuple[Path, Path]:
     return certificate, key
 
 
-def make_server_certificate(directory: Path, ca: tuple[Path, Path]) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and localhost, signed by `ca`: (the certificate, its key)."""
+#: The names the node's certificate holds (where the tests reach it: 127.0.0.1).
+THIS_HOST = "DNS:localhost,IP:127.0.0.1"
+
+
+def make_server_certificate(directory: Path, ca: tuple[Path, Path], names: str) -> tuple[Path, Path]:
+    """A certificate for `names` (subjectAltName), signed by `ca`: (the certificate, its key)."""
     certificate, key, request = directory / "server.pem", directory / "server.key", directory / "server.csr"
-    (directory / "san.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    (directory / "san.cnf").write_text(f"subjectAltName={names}\n")
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", key, "-out", request,
             cwd=directory)  # fmt: skip
     openssl("x509", "-req", "-in", request, "-CA", ca[0], "-CAkey", ca[1], "-CAcreateserial", "-days", "1",
@@ -66,12 +70,13 @@ def _read(node: RabbitMQNode) -> str:
 
 
 @pytest.fixture
-def tls_node(tmp_path: Path) -> Iterator[TlsNode]:
+def tls_node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[TlsNode]:
+    """The node, its certificate naming THIS_HOST (or the names given as the fixture's param)."""
     skip_without_rabbitmq()
     if not shutil.which("openssl"):
         pytest.skip("no openssl command to make a throw-away CA with")
     ca = make_ca(tmp_path / "ca", "conquer throw-away CA")
-    certificate, key = make_server_certificate(tmp_path / "ca", ca)
+    certificate, key = make_server_certificate(tmp_path / "ca", ca, getattr(request, "param", THIS_HOST))
     directory = tmp_path / "node"
     directory.mkdir(mode=0o700)
     command, url = rabbitmq.server_command(directory, tls=(ca[0], certificate, key))
@@ -121,6 +126,22 @@ def test_an_untrusted_certificate_exits_3_in_one_line(
     assert "CERTIFICATE_VERIFY_FAILED" in line
     assert "not signed by a CA trusted here: set CONQUER_BROKER_CA_FILE" in line
     assert tls_node.node.url.partition("@")[0].rpartition(":")[2] not in result.stderr  # the password
+
+
+@pytest.mark.parametrize("tls_node", ["DNS:elsewhere.invalid"], indirect=True)
+def test_a_certificate_for_another_host_exits_3_even_with_its_ca_trusted(tls_node: TlsNode) -> None:
+    """Signed by the trusted CA, but for another host: refused too (py-amqp alone would not check)."""
+    env = {
+        "CELERY_BROKER_URL": tls_node.url,
+        "CELERY_RESULT_BACKEND": "redis://",
+        "CONQUER_BROKER_CA_FILE": str(tls_node.ca),
+    }
+    result = conquer("submit", "sum", "100", env=env)
+    assert result.returncode == ExitCode.BROKER_UNREACHABLE, result.stderr
+    line = one_line(result.stderr)
+    assert f"cannot reach RabbitMQ at {mask(tls_node.url)}: " in line
+    assert "IP address mismatch, certificate is not valid for '127.0.0.1'" in line
+    assert "CONQUER_BROKER_CA_FILE" not in line  # another CA would not help
 
 
 @pytest.mark.parametrize(

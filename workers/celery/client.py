@@ -467,15 +467,21 @@ UNTRUSTED_HINT = (
     "CA that signed it"
 )
 
+#: OpenSSL's verify codes for "no trusted CA signed this" (x509_vfy.h): unable to get the issuer's
+#: certificate (2, and 20 locally), self-signed (18, 19 in the chain), leaf not verifiable (21). Not
+#: a host name mismatch (62, 64), which trusting another CA would not cure.
+UNTRUSTED_CODES = frozenset({2, 18, 19, 20, 21})
+
 
 def _untrusted_certificate(error: BaseException | None) -> bool:
-    """Whether `error`, or what it was raised from (kombu wraps it), is a failed certificate check."""
+    """Whether `error`, or what it was raised from (kombu wraps it), is a certificate no trusted CA
+    signed."""
     import ssl
 
     seen = 0
     while error is not None and seen < 10:
         if isinstance(error, ssl.SSLCertVerificationError):
-            return True
+            return error.verify_code in UNTRUSTED_CODES
         error, seen = error.__cause__ or error.__context__, seen + 1
     return False
 
