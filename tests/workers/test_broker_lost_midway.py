@@ -14,6 +14,7 @@ from __future__ import annotations
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
@@ -137,17 +138,22 @@ BROKERS = ["redis", "rabbitmq"]
 NAMES = {"redis": "Redis", "rabbitmq": "RabbitMQ"}
 
 
+@pytest.mark.parametrize("arguments", [["workers"], ["submit", "sum", "100"]], ids=lambda a: a[0])
 @pytest.mark.parametrize("broker_stack", BROKERS, indirect=True)
-def test_workers_losing_the_broker_exits_3_in_one_line(
-    broker_stack: Stack, request: pytest.FixtureRequest
+def test_a_broadcast_losing_the_broker_exits_3_in_one_line(
+    broker_stack: Stack, request: pytest.FixtureRequest, arguments: list[str]
 ) -> None:
+    """Before the fix, kombu's remote control reconnected for ever here (`conquer` never returned)."""
     broker = request.node.callspec.params["broker_stack"]
     with through_a_proxy(broker_stack, broker) as (proxy, env):
-        result = conquer("workers", env=env)
+        began = time.monotonic()
+        result = conquer(*arguments, env=env)
+        elapsed = time.monotonic() - began
     assert proxy.cut.is_set(), "the broker was meant to go away at the broadcast"
     assert result.returncode == ExitCode.BROKER_UNREACHABLE, result.stderr
     line = one_line(result.stderr)
     assert line.startswith(f"conquer: lost {NAMES[broker]} at {mask(env['CELERY_BROKER_URL'])}: "), line
+    assert elapsed < 5 + 2, elapsed  # as an unreachable broker: the 4 s reach timeout + the start-up
 
 
 @pytest.mark.parametrize("broker_stack", BROKERS, indirect=True)
