@@ -13,12 +13,20 @@ import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
-from tests.conftest import conquer, ctrl_c
+from tests.conftest import conquer, ctrl_c, wait_until
 from tests.conquer.test_stack_cli import clean_env, read_until, start
 from tests.flower import flower_get
 from tests.rabbitmq_server import RabbitMQStack, drill_broker, queue_depth
 from workers.celery.localstack import free_port
 from workers.celery.settings import mask
+
+
+def flower_lists(url: str, auth: tuple[str, str]) -> set[str]:
+    """The workers Flower at `url` lists after asking them afresh (its inspect waits 1 s, so a busy
+    worker may be missing from one answer: poll this)."""
+    status, body = flower_get(f"{url}/api/workers?refresh=1", auth)
+    assert status == 200, status
+    return set(json.loads(body))
 
 
 @pytest.mark.timeout(240)
@@ -53,9 +61,11 @@ def test_up_on_rabbitmq_starts_workers_and_flower_against_it_and_ctrl_c_stops_th
             assert flower, banner
             url, user, flower_password = flower.groups()
             assert flower_get(f"{url}/api/workers")[0] == 401
-            status, body = flower_get(f"{url}/api/workers?refresh=1", (user, flower_password))
-            assert status == 200
-            assert set(json.loads(body)) == set(named)
+            wait_until(
+                lambda: flower_lists(url, (user, flower_password)) == set(named),
+                30,
+                "Flower never listed them",
+            )
         finally:
             _, stderr = ctrl_c(process, timeout=60)
         assert process.returncode == ExitCode.OK, stderr

@@ -11,13 +11,17 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conquer.exitcodes import ExitCode
-from tests.conftest import conquer, one_line
+from tests.conftest import conquer, ctrl_c, one_line, wait_until
+from tests.conquer.test_stack_cli import clean_env, read_until, start
+from tests.conquer.test_up_rabbitmq import flower_lists
 from tests.rabbitmq_server import RabbitMQNode, skip_without_rabbitmq
 from tests.redis_server import redis_server
 from workers.celery.brokers import rabbitmq
+from workers.celery.localstack import free_port
 from workers.celery.settings import Settings, mask
 
 
@@ -109,6 +113,40 @@ def test_submit_wait_over_amqps_with_the_ca_trusted(tls_node: TlsNode, tmp_path:
             listed = conquer("workers", env=env)
             assert listed.returncode == ExitCode.OK, listed.stderr
             assert stack.worker_names[0] in listed.stdout
+
+
+@pytest.mark.timeout(240)
+def test_up_over_amqps_starts_workers_and_flower_that_reach_the_node(
+    tls_node: TlsNode, tmp_path: Path
+) -> None:
+    """`conquer up` passes the CA on to the workers and Flower it starts (they read the same variables),
+    and all of them are stopped by Ctrl-C."""
+    (tmp_path / "backend").mkdir()
+    with redis_server(tmp_path / "backend") as backend:
+        env = clean_env(
+            CELERY_BROKER_URL=tls_node.url,
+            CELERY_RESULT_BACKEND=backend.url,
+            CONQUER_BROKER_CA_FILE=str(tls_node.ca),
+            CONQUER_WORKER_CONCURRENCY="1",
+        )
+        process = start("up", "--flower-port", str(free_port()), env=env)
+        started: list[psutil.Process] = []
+        try:
+            banner = read_until(process, "Press Ctrl-C", 120)
+            started = psutil.Process(process.pid).children(recursive=True)
+            assert f"broker   external RabbitMQ, {mask(tls_node.url)}" in banner, banner
+            job = conquer("submit", "sum", "1e5", "--wait", env=env)
+            assert job.returncode == ExitCode.OK, job.stderr
+            flower = re.search(r"flower\s+(http://127\.0\.0\.1:\d+)\s+user (\S+)\s+password (\S+)", banner)
+            assert flower, banner
+            url, user, password = flower.groups()
+            named = set(re.findall(r"^ +(conquer\d-\S+@\S+)$", banner, re.M))
+            wait_until(lambda: flower_lists(url, (user, password)) == named, 30, "Flower never listed them")
+        finally:
+            _, stderr = ctrl_c(process, timeout=60)
+        assert process.returncode == ExitCode.OK, stderr
+        _, alive = psutil.wait_procs(started, timeout=15)
+        assert not alive
 
 
 @pytest.mark.parametrize("trusted", ["system", "another-ca"])
