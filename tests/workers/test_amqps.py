@@ -188,8 +188,13 @@ def test_a_certificate_for_another_host_exits_3_even_with_its_ca_trusted(tls_nod
         ("amqp://h//", "/etc/hostname", "CONQUER_BROKER_CA_FILE applies only to an amqps:// broker"),
         ("redis://h:6379/0", "/etc/hostname", "CONQUER_BROKER_CA_FILE applies only to an amqps:// broker"),
         ("amqps://h//", "/nonexistent/ca.pem", "CONQUER_BROKER_CA_FILE: cannot read /nonexistent/ca.pem"),
+        (
+            "amqps://h//?ssl_ca_certs=/etc/hostname",
+            "",
+            "TLS options cannot go in its query: set CONQUER_BROKER_CA_FILE",
+        ),
     ],
-    ids=["amqp", "redis", "unreadable"],
+    ids=["amqp", "redis", "unreadable", "in-the-url"],
 )
 def test_a_ca_file_that_cannot_work_exits_2_before_connecting(url: str, ca_file: str, message: str) -> None:
     env = {"CELERY_BROKER_URL": url, "CELERY_RESULT_BACKEND": "redis://", "CONQUER_BROKER_CA_FILE": ca_file}

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -65,13 +65,17 @@ CONNECT_TIMEOUT_S = 3
 
 def check_url(url: str) -> None:
     """Raise ValueError if `url` (an AMQP URL by its scheme) has a port that is not a number or out of
-    range: kombu would fail with a traceback-worthy error only when it connects."""
+    range, or kombu's `ssl_*` options in its query: kombu would fail with a traceback-worthy error only
+    when it connects."""
     try:
         port = urlsplit(url).port
     except ValueError:
         port = 0
     if port == 0:
         raise ValueError("its port must be a number from 1 to 65535")
+    if any(name.startswith("ssl_") for name in parse_qs(urlsplit(url).query)):
+        # kombu would hand them to py-amqp as unknown keywords: a TypeError at the first connection.
+        raise ValueError("TLS options cannot go in its query: set CONQUER_BROKER_CA_FILE for a CA to trust")
 
 
 def tls_options(url: str, ca_file: str = "") -> dict[str, Any] | None:
