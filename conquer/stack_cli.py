@@ -78,6 +78,7 @@ def stack_variables() -> list[tuple[str, str]]:
         ENV_BACKEND,
         ENV_BACKEND_FILE,
         ENV_BROKER,
+        ENV_BROKER_CA_FILE,
         ENV_BROKER_FILE,
         ENV_PREFIX,
     )
@@ -91,6 +92,7 @@ def stack_variables() -> list[tuple[str, str]]:
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
         (ENV_BACKEND, "where results and progress are kept, in Redis [default: the Redis broker URL]"),
         (ENV_BACKEND_FILE, "a file holding that URL instead [default: unset]"),
+        (ENV_BROKER_CA_FILE, "amqps:// only: a CA certificate (PEM) to trust [default: the system's CAs]"),
         (ENV_PREFIX, "prefix of the stack's Redis keys [default: none]"),
     ]
 
@@ -380,7 +382,7 @@ def workers(timeout: float, as_json: bool) -> int:
     Every worker that answers Celery's inspect within --timeout is listed; none answering exits 8,
     saying how to start or point at a stack.
     """
-    with connected() as client:
+    with connected() as client, job_errors():
         found = client.workers(timeout)
     if as_json:
         click.echo(json.dumps([worker.to_dict() for worker in found], indent=2))

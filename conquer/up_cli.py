@@ -57,7 +57,9 @@ Examples:
 
 def variables() -> list[tuple[str, str]]:
     from workers.celery.settings import (
+        ENV_BACKEND,
         ENV_BROKER,
+        ENV_BROKER_CA_FILE,
         ENV_BROKER_FILE,
         ENV_CONCURRENCY,
         ENV_EVENTS,
@@ -71,6 +73,12 @@ def variables() -> list[tuple[str, str]]:
             "a broker to start the workers against [default: unset: an embedded Redis]",
         ),
         (ENV_BROKER_FILE, "a file holding that URL instead [default: unset]"),
+        (
+            ENV_BACKEND,
+            "where results and progress are kept, in Redis; needed with a RabbitMQ broker [default: the "
+            "Redis broker URL]",
+        ),
+        (ENV_BROKER_CA_FILE, "amqps:// only: a CA certificate (PEM) to trust [default: the system's CAs]"),
         (
             ENV_POOL,
             "prefork (a pool of processes per worker), threads (threads of the worker) or solo (the worker "
@@ -238,21 +246,28 @@ def threads_note() -> str:
 
 
 def _announce(stack: Any, chosen: Layout, port_note: str, verbose: bool) -> None:
+    from workers.celery import brokers
     from workers.celery.localstack import FLOWER_USER
-    from workers.celery.settings import ENV_BROKER, ENV_EVENTS, mask
+    from workers.celery.settings import ENV_BACKEND, ENV_BROKER, ENV_EVENTS, mask
 
+    settings = stack.settings
+    # Results live in Redis whatever the broker: another shell needs both URLs when they differ.
+    separate_backend = settings.result_backend != settings.broker_url
+    same = f"{ENV_BROKER} and {ENV_BACKEND}" if separate_backend else ENV_BROKER
     # An embedded broker's URL is a socket path only this user can open, and the other shell needs
     # it; an external broker's may hold a password, and the other shell can set it as this one did.
     connect = (
-        f"  in another shell:  export {ENV_BROKER}={stack.settings.broker_url}"
+        f"  in another shell:  export {ENV_BROKER}={settings.broker_url}"
         if stack.embedded
-        else f"  in another shell with the same {ENV_BROKER}:"
+        else f"  in another shell with the same {same}:"
     )
-    broker = "embedded Redis (Unix socket)" if stack.embedded else "external Redis"
-    events = "" if stack.settings.task_events else f"; task events off ({ENV_EVENTS})"
+    broker_name = brokers.for_url(settings.broker_url).NAME
+    broker = f"embedded {broker_name} (Unix socket)" if stack.embedded else f"external {broker_name}"
+    events = "" if settings.task_events else f"; task events off ({ENV_EVENTS})"
     lines = [
         f"conquer up: ready in {stack.startup_s:.1f} s",
-        f"  broker   {broker}, {mask(stack.settings.broker_url)}",
+        f"  broker   {broker}, {mask(settings.broker_url)}",
+        *([f"  results  Redis, {mask(settings.result_backend)}"] if separate_backend else []),
         f"  workers  {chosen.describe()}{events}",
         *(f"           {name}" for name in stack.worker_names),
         connect,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from tasks.job import Job, split
@@ -30,7 +31,7 @@ from workers.base import BrokerUnreachable, ExecutorError
 from workers.celery import brokers, consumers, results
 from workers.celery.brokers import redis
 from workers.celery.jobstore import JOB_ID, JobStatus, JobStore
-from workers.celery.settings import Settings, mask
+from workers.celery.settings import ENV_BROKER_CA_FILE, Settings, mask
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -121,7 +122,9 @@ class Client:
         reach(settings)
         from workers.celery.app import make_app
 
-        return cls(make_app(settings), settings)
+        app = make_app(settings)
+        app.amqp.Connection = _fail_fast_connection()
+        return cls(app, settings)
 
     def close(self) -> None:
         results.close_app(self.app)
@@ -312,6 +315,17 @@ class Client:
                 f"lost Redis at {mask(self.settings.result_backend)}: {_reason(error)}"
             ) from None
 
+    @contextmanager
+    def _controlling(self) -> Iterator[None]:
+        """Celery's remote control (revoke, inspect) over the broker: a broker lost meanwhile as
+        BrokerUnreachable, naming its URL (`Client.connect` makes kombu give up at once)."""
+        try:
+            yield
+        except self.broker.errors(transient_only=True) as error:
+            raise BrokerUnreachable(
+                f"lost {self.broker.NAME} at {mask(self.settings.broker_url)}: {_reason(error)}"
+            ) from None
+
     def records(self, job_id: str) -> list[dict[str, Any]]:
         """One record per chunk that ran (the last run of each), in chunk order."""
         latest = {record["index"]: record for record in self._records_from(job_id, 0)}
@@ -321,15 +335,31 @@ class Client:
 
     def cancel(self, job_id: str) -> tuple[JobStatus, int]:
         """Cancel the job: mark it (chunks that start later skip themselves) and revoke every chunk
-        not yet done, stopping those running. Returns the status before and how many were revoked."""
+        not yet done, stopping those running. Returns the status before and how many were revoked.
+
+        A broker or result backend lost midway raises BrokerUnreachable saying what was done: perhaps
+        nothing (the mark failed, or its reply was lost), or the mark but not the revoke (no chunk
+        starts any more; those running finish their run)."""
         status = self.status(job_id)
         if status.over:
             return status, 0
-        self.store.cancel(job_id)
-        pending = [chunk_task_id(job_id, index) for index in self.store.pending(job_id, status.total)]
-        # One broadcast for all of them. terminate: a running chunk's pool process is stopped (and
-        # replaced), so the workers are free at once; the chunk is acknowledged, not redelivered.
-        self.app.control.revoke([*pending, job_id], terminate=True)
+        try:
+            with self._reading():
+                self.store.cancel(job_id)
+                pending = [chunk_task_id(job_id, index) for index in self.store.pending(job_id, status.total)]
+        except BrokerUnreachable as error:
+            raise BrokerUnreachable(f"{error}; job {job_id} may not be cancelled: cancel it again") from None
+        try:
+            with self._controlling():
+                # One broadcast for all of them. terminate: a running chunk's pool process is stopped
+                # (and replaced), so the workers are free at once; the chunk is acknowledged, not
+                # redelivered.
+                self.app.control.revoke([*pending, job_id], terminate=True)
+        except BrokerUnreachable as error:
+            raise BrokerUnreachable(
+                f"{error}; job {job_id} is marked cancelled (none of its chunks starts any more), but its "
+                f"{len(pending)} chunk(s) not done were not revoked: those running finish their run"
+            ) from None
         return status, len(pending)
 
     # ------------------------------------------------------------------------------------ workers
@@ -343,9 +373,10 @@ class Client:
         from workers.celery.app import CHUNK_TASK
 
         inspect = self.app.control.inspect(timeout=timeout)
-        stats: dict[str, Any] = inspect.stats() or {}
-        # safe: each task's argsrepr ("sum chunk 3 [..) of job ..."), not its raw arguments.
-        active: dict[str, Any] = inspect.active(safe=True) or {}
+        with self._controlling():
+            stats: dict[str, Any] = inspect.stats() or {}
+            # safe: each task's argsrepr ("sum chunk 3 [..) of job ..."), not its raw arguments.
+            active: dict[str, Any] = inspect.active(safe=True) or {}
         found = []
         for name in sorted(stats):
             pool = stats[name].get("pool", {})
@@ -368,6 +399,39 @@ class Client:
         return found
 
 
+@cache
+def _fail_fast_connection() -> type[Any]:
+    """kombu's Connection, whose `ensure` (retrying an operation across reconnections) gives up at the
+    first lost connection unless told how often to retry: for a client's app, which reports, never
+    waits. So are the connections of its pools (kombu's pools make plain ones: hence the pool class).
+
+    kombu's remote control (`revoke`, `inspect`) publishes with `retry=True` and no limit, through the
+    app's pooled producers: a broker lost after `reach` checked it kept `conquer cancel / workers /
+    submit` reconnecting forever."""
+    from kombu import Connection
+    from kombu.connection import ConnectionPool, PooledConnection
+
+    class FailFast:
+        def ensure(
+            self, obj: Any, fun: Any, errback: Any = None, max_retries: Any = None, **options: Any
+        ) -> Any:
+            limit = 0 if max_retries is None else max_retries
+            return super().ensure(obj, fun, errback, limit, **options)  # type: ignore[misc]
+
+    class FailFastPooled(FailFast, PooledConnection):
+        pass
+
+    class FailFastPool(ConnectionPool):
+        def new(self) -> Any:
+            return FailFastPooled(self, **dict(self.connection._info(resolve=False)))
+
+    class FailFastConnection(FailFast, Connection):  # type: ignore[misc]
+        def Pool(self, limit: int | None = None, **options: Any) -> Any:
+            return FailFastPool(self, limit=limit, **options)
+
+    return FailFastConnection
+
+
 def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     """Raise BrokerUnreachable (naming the URL, password masked) unless the broker and the result
     backend both answer PING within `timeout` seconds in all — slow DNS included."""
@@ -379,9 +443,10 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
     def ping() -> None:
         for url, server in servers.items():
             try:
-                server.ping(url, timeout)
+                server.ping(url, timeout, ca_file=settings.broker_ca_file if server is broker else "")
             except Exception as error:
-                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}")
+                hint = f" ({UNTRUSTED_HINT})" if _untrusted_certificate(error) else ""
+                errors.append(f"cannot reach {server.NAME} at {mask(url)}: {_reason(error)}{hint}")
                 return
 
     # A daemon thread, so that a resolver stuck past the deadline cannot keep `conquer` waiting.
@@ -394,6 +459,31 @@ def reach(settings: Settings, timeout: float = REACH_TIMEOUT_S) -> None:
         )
     if errors:
         raise BrokerUnreachable(errors[0])
+
+
+#: What to do about a broker whose TLS certificate is not signed by a CA trusted here.
+UNTRUSTED_HINT = (
+    f"its TLS certificate is not signed by a CA trusted here: set {ENV_BROKER_CA_FILE} to the file of the "
+    "CA that signed it"
+)
+
+#: OpenSSL's verify codes for "no trusted CA signed this" (x509_vfy.h): unable to get the issuer's
+#: certificate (2, and 20 locally), self-signed (18, 19 in the chain), leaf not verifiable (21). Not
+#: a host name mismatch (62, 64), which trusting another CA would not cure.
+UNTRUSTED_CODES = frozenset({2, 18, 19, 20, 21})
+
+
+def _untrusted_certificate(error: BaseException | None) -> bool:
+    """Whether `error`, or what it was raised from (kombu wraps it), is a certificate no trusted CA
+    signed."""
+    import ssl
+
+    seen = 0
+    while error is not None and seen < 10:
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return error.verify_code in UNTRUSTED_CODES
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def _reason(error: BaseException) -> str:

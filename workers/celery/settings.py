@@ -10,6 +10,7 @@ prefix and the time limits. Nothing here imports Celery.
 | CELERY_BROKER_URL_FILE | (none) | a file holding that URL instead, so the password is in no environment |
 | CELERY_RESULT_BACKEND | the Redis broker URL | results, chord counters, progress (Redis; needed with amqp) |
 | CELERY_RESULT_BACKEND_FILE | (none) | a file holding that URL instead (compose's RabbitMQ workers use it) |
+| CONQUER_BROKER_CA_FILE | (none) | amqps:// only: a CA certificate (PEM) to trust besides the system's |
 | CONQUER_KEY_PREFIX | (none) | prefix of every Redis key and channel, so stacks can share one Redis |
 | CONQUER_WORKER_CONCURRENCY | the cores here | pool processes per `celery worker` |
 | CONQUER_WORKER_POOL | prefork | Celery pool: prefork (processes), threads, or solo (the worker itself) |
@@ -46,6 +47,7 @@ ENV_BROKER = "CELERY_BROKER_URL"
 ENV_BROKER_FILE = "CELERY_BROKER_URL_FILE"
 ENV_BACKEND_FILE = "CELERY_RESULT_BACKEND_FILE"
 ENV_BACKEND = "CELERY_RESULT_BACKEND"
+ENV_BROKER_CA_FILE = "CONQUER_BROKER_CA_FILE"
 ENV_PREFIX = "CONQUER_KEY_PREFIX"
 ENV_CONCURRENCY = "CONQUER_WORKER_CONCURRENCY"
 ENV_POOL = "CONQUER_WORKER_POOL"
@@ -69,6 +71,9 @@ class Settings:
     #: False when CELERY_BROKER_URL is unset: `conquer run --on celery` then starts its own Redis.
     broker_configured: bool = False
     result_backend: str = DEFAULT_BROKER_URL
+    #: A CA certificate file to trust for an amqps:// broker (its server's certificate must be signed
+    #: by it or by a CA of the system's); '' for the system's only.
+    broker_ca_file: str = ""
     key_prefix: str = ""
     worker_concurrency: int = 1
     worker_pool: str = "prefork"
@@ -85,6 +90,8 @@ class Settings:
         _check_url(ENV_BROKER, self.broker_url, brokers.BROKERS)
         # The result backend is Redis whatever the broker: the chord's counters and the job store.
         _check_url(ENV_BACKEND, self.result_backend, RESULT_BACKENDS)
+        if self.broker_ca_file:
+            _check_ca_file(self.broker_url, self.broker_ca_file)
         if not re.fullmatch(r"[\w.:-]*", self.key_prefix):
             raise SettingsError(f"{ENV_PREFIX} may hold only letters, digits and . : _ -")
         if self.worker_pool not in POOLS:
@@ -138,6 +145,7 @@ class Settings:
             broker_url=broker or DEFAULT_BROKER_URL,
             broker_configured=bool(broker),
             result_backend=backend or broker or DEFAULT_BROKER_URL,
+            broker_ca_file=env.get(ENV_BROKER_CA_FILE, "").strip(),
             key_prefix=env.get(ENV_PREFIX, "").strip(),
             worker_concurrency=_integer(env, ENV_CONCURRENCY, len(os.sched_getaffinity(0))),
             worker_pool=env.get(ENV_POOL, "").strip() or "prefork",
@@ -166,6 +174,7 @@ class Settings:
         return {
             ENV_BROKER: self.broker_url,
             ENV_BACKEND: self.result_backend,
+            ENV_BROKER_CA_FILE: self.broker_ca_file,
             ENV_PREFIX: self.key_prefix,
             ENV_CONCURRENCY: str(self.worker_concurrency),
             ENV_POOL: self.worker_pool,
@@ -188,6 +197,18 @@ def _check_url(name: str, url: str, servers: Mapping[str, brokers.Broker]) -> No
         server.check_url(url)
     except ValueError as error:
         raise SettingsError(f"{name} is {mask(url)!r}: {error}") from None
+
+
+def _check_ca_file(broker_url: str, path: str) -> None:
+    """Refuse a CA file for a broker that does not speak TLS through py-amqp, or one that cannot be
+    read (a missing file would otherwise surface as a TLS error at the first connection)."""
+    if not broker_url.startswith("amqps://"):
+        raise SettingsError(f"{ENV_BROKER_CA_FILE} applies only to an amqps:// broker (RabbitMQ over TLS)")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise SettingsError(f"{ENV_BROKER_CA_FILE}: cannot read {path} ({error.strerror})") from None
 
 
 def _url(env: Mapping[str, str], name: str, file_name: str) -> str:

@@ -56,8 +56,9 @@ class Broker(Protocol):
         """The Celery settings this broker needs beyond `broker_url` (its transport options)."""
         ...
 
-    def ping(self, url: str, timeout: float) -> None:
-        """Return once the broker at `url` answers; raise what its client raised otherwise."""
+    def ping(self, url: str, timeout: float, *, ca_file: str = "") -> None:
+        """Return once the broker at `url` answers; raise what its client raised otherwise. `ca_file`:
+        a CA certificate to trust over TLS (CONQUER_BROKER_CA_FILE), '' for the system's."""
         ...
 
     def errors(self, *, transient_only: bool = False) -> tuple[type[Exception], ...]:

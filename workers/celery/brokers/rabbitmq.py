@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -65,17 +65,36 @@ CONNECT_TIMEOUT_S = 3
 
 def check_url(url: str) -> None:
     """Raise ValueError if `url` (an AMQP URL by its scheme) has a port that is not a number or out of
-    range: kombu would fail with a traceback-worthy error only when it connects."""
+    range, or kombu's `ssl_*` options in its query: kombu would fail with a traceback-worthy error only
+    when it connects."""
     try:
         port = urlsplit(url).port
     except ValueError:
         port = 0
     if port == 0:
         raise ValueError("its port must be a number from 1 to 65535")
+    if any(name.startswith("ssl_") for name in parse_qs(urlsplit(url).query)):
+        # kombu would hand them to py-amqp as unknown keywords: a TypeError at the first connection.
+        raise ValueError("TLS options cannot go in its query: set CONQUER_BROKER_CA_FILE for a CA to trust")
+
+
+def tls_options(url: str, ca_file: str = "") -> dict[str, Any] | None:
+    """py-amqp's TLS options for `url` (None for plain amqp://): the server's certificate must be
+    signed by a CA trusted here — the system's, or `ca_file`'s (CONQUER_BROKER_CA_FILE) — and name the
+    URL's host (kombu fills `server_hostname` in). Given only `amqps://`, py-amqp checks no host name.
+
+    Not in the URL's query: kombu hands a `?ssl_ca_certs=` to py-amqp unchanged, where it is an unknown
+    keyword, and Celery reads CELERY_BROKER_URL itself, so conquer could not take it out."""
+    if not url.startswith("amqps://"):
+        return None
+    import ssl
+
+    return {"cert_reqs": ssl.CERT_REQUIRED, "ca_certs": ca_file or None, "server_hostname": None}
 
 
 def config(settings: Settings) -> dict[str, Any]:
     """The Celery settings a RabbitMQ broker needs beyond its URL."""
+    tls = tls_options(settings.broker_url, settings.broker_ca_file)
     return {
         "broker_heartbeat": HEARTBEAT_S,
         # Classic durable queues, not quorum (measured here; docs/celery.md says what quorum would
@@ -85,14 +104,19 @@ def config(settings: Settings) -> dict[str, Any]:
         # (the chord's combine, remote-control replies) for as long as a partition lasted. A client
         # sends a job in a transaction instead (`all_or_nothing`).
         "broker_transport_options": {"confirm_publish": False},
+        **({"broker_use_ssl": tls} if tls else {}),
     }
 
 
-def ping(url: str, timeout: float) -> None:
-    """Open an AMQP connection (handshake and login included) and close it; one try, no retry loop."""
+def ping(url: str, timeout: float, *, ca_file: str = "") -> None:
+    """Open an AMQP connection (handshake, TLS and login included) and close it; one try, no retry
+    loop. `ca_file`: as in `tls_options`."""
     from kombu import Connection
 
-    with Connection(url, connect_timeout=min(timeout, CONNECT_TIMEOUT_S), heartbeat=0) as connection:
+    tls = tls_options(url, ca_file)
+    with Connection(
+        url, connect_timeout=min(timeout, CONNECT_TIMEOUT_S), heartbeat=0, ssl=tls or False
+    ) as connection:
         connection.ensure_connection(max_retries=0)  # one try: no retry loop
 
 
@@ -185,8 +209,13 @@ def _free_port() -> int:
         return port
 
 
-def server_command(directory: Path) -> tuple[list[str], str]:
+def server_command(directory: Path, tls: tuple[Path, Path, Path] | None = None) -> tuple[list[str], str]:
     """A private RabbitMQ node whose every file is in `directory` (mode 0700: this user's only).
+
+    With `tls` (the CA certificate, the server's certificate and its key, PEM files), the node also
+    takes AMQP over TLS (`amqps://`) on a port of its own, written as `listeners.ssl.default` in
+    `directory`/rabbitmq.conf; it asks clients for no certificate. The URL returned stays the plain
+    listener's.
 
     Its own node name, AMQP port, distribution port and epmd port (`ERL_EPMD_PORT`: it starts an epmd
     of its own, which whoever stops the node must end too — it daemonizes out of the node's process
@@ -200,6 +229,18 @@ def server_command(directory: Path) -> tuple[list[str], str]:
     (directory / ".erlang.cookie").write_text(secrets.token_hex(20))
     (directory / ".erlang.cookie").chmod(0o400)
     (directory / "enabled_plugins").write_text("[].\n")
+    tls_lines = []
+    if tls:
+        ca, certificate, key = tls
+        tls_lines = [
+            f"listeners.ssl.default = 127.0.0.1:{_free_port()}",
+            f"ssl_options.cacertfile = {ca}",
+            f"ssl_options.certfile = {certificate}",
+            f"ssl_options.keyfile = {key}",
+            # The server proves who it is; clients log in with a password, not a certificate.
+            "ssl_options.verify = verify_none",
+            "ssl_options.fail_if_no_peer_cert = false",
+        ]
     config = directory / "rabbitmq.conf"
     config.write_text(
         "\n".join(
@@ -209,6 +250,7 @@ def server_command(directory: Path) -> tuple[list[str], str]:
                 f"default_pass = {password}",
                 f"loopback_users.{NODE_USER} = true",  # refused from anywhere but this machine
                 "log.console = false",
+                *tls_lines,
                 "",
             ]
         )

@@ -133,7 +133,8 @@ def redis_client(url: str, *, timeout: float = 10.0, retry_s: float = 0) -> redi
     return redis.Redis.from_url(url, **options)
 
 
-def ping(url: str, timeout: float) -> None:
+def ping(url: str, timeout: float, *, ca_file: str = "") -> None:
+    """PING the Redis at `url`. (`ca_file`: Settings allows one only with an amqps:// broker.)"""
     client = redis_client(url, timeout=timeout)
     try:
         client.ping()
