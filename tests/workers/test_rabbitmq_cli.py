@@ -62,7 +62,9 @@ def test_submit_status_and_result_follow_a_job_to_its_exact_answer(rabbitmq_stac
 
 def test_workers_lists_both_workers_and_cancel_frees_them(rabbitmq_stack: RabbitMQStack) -> None:
     client = rabbitmq_stack.stack.client
-    job_id = client.submit(Job("download", 400, 40, latency=0.02))  # 40 chunks of 0.2 s on 2 processes
+    # 40 chunks of 1 s on 2 processes: 20 s, so the job is still running when `cancel` comes, after
+    # two CLI starts (2-4 s at load 2; with chunks of 0.2 s, once in a combined run it had finished).
+    job_id = client.submit(Job("download", 400, 40, latency=0.1))
     wait_until(lambda: client.status(job_id).done >= 2, 30, "the job never started")
     listed = on(rabbitmq_stack, "workers", "--json")
     assert listed.returncode == ExitCode.OK, listed.stderr
