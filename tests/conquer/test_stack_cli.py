@@ -84,7 +84,9 @@ def test_a_failing_chunk_exits_1_naming_its_range(celery_stack: Stack) -> None:
 
 def test_cancel_revokes_what_is_left_and_frees_the_workers(celery_stack: Stack) -> None:
     client = celery_stack.client
-    job_id = client.submit(Job("download", 400, 40, latency=0.02))  # 40 chunks of 0.2 s on 2 processes
+    # 40 chunks of 1 s on 2 processes: 20 s, far more than a CLI start under load, so the job is
+    # still running when `cancel` comes (at 0.2 s a chunk, 4 s in all, it once had finished).
+    job_id = client.submit(Job("download", 400, 40, latency=0.1))
     wait_until(lambda: client.status(job_id).done >= 2, 30, "the job never started")
     cancelled = on(celery_stack, "cancel", job_id)
     assert cancelled.returncode == ExitCode.OK, cancelled.stderr

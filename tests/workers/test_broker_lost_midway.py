@@ -162,7 +162,9 @@ def test_cancel_losing_the_broker_says_what_it_did(
 ) -> None:
     broker = request.node.callspec.params["broker_stack"]
     client = broker_stack.client
-    job_id = client.submit(Job("download", 400, 40, latency=0.02))  # 40 chunks of 0.2 s
+    # 40 chunks of 1 s on 2 processes: 20 s, far more than a CLI start under load, so the job is
+    # still running when `cancel` comes (at 0.2 s a chunk, 4 s in all, it once had finished).
+    job_id = client.submit(Job("download", 400, 40, latency=0.1))
     wait_until(lambda: client.status(job_id).done >= 1, 30, "the job never started")
     with through_a_proxy(broker_stack, broker) as (proxy, env):
         result = conquer("cancel", job_id, env=env)
