@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import selectors
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -27,6 +24,7 @@ import pytest
 from conquer.exitcodes import ExitCode
 from tasks import Job, check
 from tests.conftest import CONQUER, conquer, one_line, wait_until
+from tests.proxy import Proxy
 from tests.redis_server import RedisServer, redis_server
 from workers import BrokerUnreachable
 from workers.celery.app import WORKER_WRITE_RETRY_S, config
@@ -266,7 +264,7 @@ def test_workers_started_before_redis_serve_once_it_is_up(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------- 5. Redis lost during submit
 
 
-class DroppingProxy:
+class DroppingProxy(Proxy):
     """A TCP proxy in front of Redis that drops the connection carrying the `cut_at`-th LPUSH (kombu
     queues each message with one), forwarding only what came before that command, and then turns
     every connection away for `outage_s` seconds: a broker lost in the middle of a submit."""
@@ -275,62 +273,21 @@ class DroppingProxy:
     LPUSH = b"*3\r\n$5\r\nLPUSH\r\n"
 
     def __init__(self, target: int, *, cut_at: int, outage_s: float) -> None:
-        self.target = target
+        super().__init__(("127.0.0.1", target), "dropping-proxy")
         self.cut_at = cut_at
         self.outage_s = outage_s
         self.lpushes = 0
         self.refusing_until = 0.0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="dropping-proxy")
 
-    def __enter__(self) -> DroppingProxy:
-        self.thread.start()
-        return self
+    def admits(self) -> bool:
+        return time.monotonic() >= self.refusing_until
 
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        self.thread.join(10)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self.selector.close()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            for key, _ in self.selector.select(0.05):
-                if key.fileobj is self.listener:
-                    self._accept()
-                else:
-                    self._pump(key.fileobj, key.data)  # type: ignore[arg-type]
-
-    def _accept(self) -> None:
-        client, _ = self.listener.accept()
-        if time.monotonic() < self.refusing_until:
-            client.close()
-            return
-        upstream = socket.create_connection(("127.0.0.1", self.target))
-        self.selector.register(client, selectors.EVENT_READ, (upstream, True))
-        self.selector.register(upstream, selectors.EVENT_READ, (client, False))
-
-    def _pump(self, source: socket.socket, data: tuple[socket.socket, bool]) -> None:
-        peer, from_client = data
-        with suppress(OSError):
-            received = source.recv(1 << 16)
-            if from_client and received:
-                cut = self._cut_point(received)
-                if cut is not None:
-                    peer.sendall(received[:cut])
-                    self.refusing_until = time.monotonic() + self.outage_s
-                    received = b""
-            if received:
-                peer.sendall(received)
-                return
-        for end in (source, peer):
-            self.selector.unregister(end)
-            end.close()
+    def passed(self, received: bytes) -> tuple[bytes, bool]:
+        cut = self._cut_point(received)
+        if cut is None:
+            return received, False
+        self.refusing_until = time.monotonic() + self.outage_s
+        return received[:cut], True
 
     def _cut_point(self, received: bytes) -> int | None:
         at = received.find(self.LPUSH)

@@ -11,18 +11,17 @@ whatever came before the broadcast was done.
 
 from __future__ import annotations
 
-import selectors
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
 import pytest
 
 from conquer.exitcodes import ExitCode
 from tasks import Job
 from tests.conftest import Stack, conquer, one_line, wait_until
+from tests.proxy import Proxy
 from workers.celery.jobstore import CANCELLED
 from workers.celery.settings import mask
 
@@ -34,76 +33,24 @@ from workers.celery.settings import mask
 BROADCAST = {"redis": b"$7\r\nPUBLISH\r\n", "rabbitmq": b"\x00\x28\x00\x0a"}
 
 
-class CuttingProxy:
+class CuttingProxy(Proxy):
     """A TCP proxy to `upstream` (a (host, port) or a Unix socket path) that forwards both ways until
     the client side sends `cut_on`; from then on it closes every connection and every new one."""
 
     def __init__(self, upstream: tuple[str, int] | str, cut_on: bytes) -> None:
-        self.upstream = upstream
+        super().__init__(upstream, "cutting-proxy")
         self.cut_on = cut_on
         self.cut = threading.Event()
-        self.connections = 0
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self.listener.getsockname()[1]
-        self.selector = selectors.DefaultSelector()
-        self.selector.register(self.listener, selectors.EVENT_READ)
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self._serve, name="cutting-proxy")
 
-    def __enter__(self) -> CuttingProxy:
-        self.thread.start()
-        return self
+    def admits(self) -> bool:
+        return not self.cut.is_set()
 
-    def __exit__(self, *_: object) -> None:
-        self.stopping.set()
-        self.thread.join(10)
-        for key in list(self.selector.get_map().values()):
-            key.fileobj.close()  # type: ignore[union-attr]
-        self.selector.close()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            for key, _ in self.selector.select(0.05):
-                if key.fileobj is self.listener:
-                    self._accept()
-                else:
-                    self._pump(key.fileobj, key.data)  # type: ignore[arg-type]
-
-    def _accept(self) -> None:
-        client, _ = self.listener.accept()
-        if self.cut.is_set():
-            client.close()
-            return
-        self.connections += 1
-        if isinstance(self.upstream, str):
-            upstream = socket.socket(socket.AF_UNIX)
-            upstream.connect(self.upstream)
-        else:
-            upstream = socket.create_connection(self.upstream)
-        self.selector.register(client, selectors.EVENT_READ, (upstream, True))
-        self.selector.register(upstream, selectors.EVENT_READ, (client, False))
-
-    def _pump(self, source: socket.socket, data: tuple[socket.socket, bool]) -> None:
-        peer, from_client = data
-        with suppress(OSError):
-            received = source.recv(1 << 16)
-            if from_client and self.cut_on in received:
-                self.cut.set()
-                self._drop_all()
-                return
-            if received:
-                peer.sendall(received)
-                return
-        for end in (source, peer):
-            with suppress(KeyError, ValueError):
-                self.selector.unregister(end)
-            end.close()
-
-    def _drop_all(self) -> None:
-        for key in list(self.selector.get_map().values()):
-            if key.fileobj is not self.listener:
-                self.selector.unregister(key.fileobj)
-                key.fileobj.close()  # type: ignore[union-attr]
+    def passed(self, received: bytes) -> tuple[bytes, bool]:
+        if self.cut_on not in received:
+            return received, False
+        self.cut.set()
+        self.drop_all()
+        return b"", True
 
 
 def _upstream(url: str) -> tuple[str, int] | str:
