@@ -96,5 +96,5 @@ def test_compare_runs_celery_through_the_configured_rabbitmq(rabbitmq_stack: Rab
     assert len(celery["runs"]) == 2
     assert "external broker" in celery["cpu_s_note"]
     url = rabbitmq_stack.stack.stack.settings.broker_url
-    assert celery["deployment"] == {"broker": "external", "broker_url": mask(url)}
+    assert celery["deployment"] == {"broker": "external", "broker_name": "RabbitMQ", "broker_url": mask(url)}
     assert url.partition("@")[0].rpartition(":")[2] not in result.stdout + result.stderr  # its password
