@@ -14,7 +14,7 @@ import secrets
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -168,21 +168,12 @@ class DrillBroker:
 
 
 def forget_pools(node: RabbitMQNode) -> None:
-    """Close and drop kombu's process-wide pools of connections to `node` (and only those: the
-    session's Redis stack holds on to its own).
+    """Drop kombu's process-wide pools of connections to `node` (`conquer.hosts_celery.forget_pools`):
+    after a restart they are dead, and the next stack's `ping` would write to one. A process that
+    outlives a broker restart is a test's doing: `conquer` commands are short-lived."""
+    from conquer.hosts_celery import forget_pools as forget
 
-    kombu keeps producer and connection pools per broker connection for the whole process (remote
-    control's broadcasts use them): after a restart, the pooled connections to the node are dead, and
-    the next stack's `ping` would write to one. A process that outlives a broker restart is a test's
-    doing: `conquer` commands are short-lived."""
-    from kombu import pools
-
-    port = int(node.url.rpartition(":")[2].rstrip("/"))
-    for group in (pools.connections, pools.producers):
-        # Keyed by the connection's identity: (transport, host, user, password, vhost, port, ...).
-        for key in [key for key in group if len(key) > 5 and key[5] == port]:
-            with suppress(Exception):  # closing a dead connection may raise anything kombu can
-                group.pop(key).force_close_all()
+    forget(node.url)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ import os
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -242,23 +242,32 @@ def test_waiting_through_a_redis_outage_exits_3_at_its_deadline_and_the_job_then
 
 def test_workers_started_before_redis_serve_once_it_is_up(tmp_path: Path) -> None:
     with redis_server(tmp_path, started=False) as server, drill_stack(server, wait=False) as (stack, client):
-        logs = [stack.directory / f"{name.partition('@')[0]}.log" for name in stack.worker_names]
-
-        def every_worker_failed_to_connect() -> bool:
-            stack.check_alive()  # they keep trying; none may give up and exit
-            return all(log.exists() and "Cannot connect to" in log.read_text() for log in logs)
-
-        wait_until(every_worker_failed_to_connect, 60, "the workers never tried to reach the broker")
-        server.start()
-        up = time.monotonic()
-        wait_for_workers(stack, timeout=60)
-        serving = time.monotonic() - up
-        job = Job("sum", 100_000, 8)
-        status = client.wait(client.submit(job), 60)
-        assert status.state == SUCCESS
-        assert status.value == check(job)
-        assert set(status.workers) <= set(stack.worker_names)
+        serving = serve_once_the_broker_is_up(stack, client, server.start, 60)
         print(f"\n[drill 4] workers answered {serving:.1f} s after Redis came up")
+
+
+def serve_once_the_broker_is_up(
+    stack: LocalStack, client: Client, start_broker: Callable[[], None], deadline_s: float
+) -> float:
+    """Workers started while the broker is down: wait until each has failed to connect (none may give
+    up and exit), start the broker, and check they then answer and run a job to its exact answer.
+    Returns seconds from the broker's start to every worker answering."""
+    logs = [stack.directory / f"{name.partition('@')[0]}.log" for name in stack.worker_names]
+
+    def every_worker_failed_to_connect() -> bool:
+        stack.check_alive()  # they keep trying; none may give up and exit
+        return all(log.exists() and "Cannot connect to" in log.read_text() for log in logs)
+
+    wait_until(every_worker_failed_to_connect, 60, "the workers never tried to reach the broker")
+    start_broker()
+    up = time.monotonic()
+    wait_for_workers(stack, timeout=deadline_s)
+    serving = time.monotonic() - up
+    job = Job("sum", 100_000, 8)
+    status = client.wait(client.submit(job), 60)
+    assert (status.state, status.value) == (SUCCESS, check(job)), status.error
+    assert set(status.workers) <= set(stack.worker_names)
+    return serving
 
 
 # ---------------------------------------------------------------------- 5. Redis lost during submit

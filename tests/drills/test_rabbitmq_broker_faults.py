@@ -24,12 +24,13 @@ from tests.drills.test_broker_faults import (
     DroppingProxy,
     failed_submit,
     never_runs,
+    serve_once_the_broker_is_up,
     worker_logs,
 )
 from tests.rabbitmq_server import DrillBroker, drill_broker, queue_depth
 from workers.celery.client import Client
 from workers.celery.jobstore import SUCCESS
-from workers.celery.localstack import local_stack, wait_for_workers
+from workers.celery.localstack import local_stack
 from workers.celery.settings import mask
 
 #: Deadline for a job that has to survive a node restart: the node is down for its stop and its boot
@@ -97,22 +98,8 @@ def test_workers_started_before_rabbitmq_serve_once_it_is_up(broker: DrillBroker
     broker.node.stop()
     try:
         with local_stack(broker.settings(), workers=2, wait=False) as stack:
-            logs = [stack.directory / f"{name.partition('@')[0]}.log" for name in stack.worker_names]
-
-            def every_worker_failed_to_connect() -> bool:
-                stack.check_alive()  # they keep trying; none may give up and exit
-                return all(log.exists() and "Cannot connect to" in log.read_text() for log in logs)
-
-            wait_until(every_worker_failed_to_connect, 60, "the workers never tried to reach the broker")
-            broker.restart()
-            up = time.monotonic()
-            wait_for_workers(stack, timeout=RECOVERY_S)
-            serving = time.monotonic() - up
             client = Client(stack.app, stack.settings)
-            job = Job("sum", 100_000, 8)
-            status = client.wait(client.submit(job), 60)
-            assert (status.state, status.value) == (SUCCESS, check(job)), status.error
-            assert set(status.workers) <= set(stack.worker_names)
+            serving = serve_once_the_broker_is_up(stack, client, broker.restart, RECOVERY_S)
             print(f"\n[rabbitmq drill 4] workers answered {serving:.1f} s after the node came up")
     finally:
         if broker.node.process is None:  # the test failed before the node came back
